@@ -1,0 +1,184 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) as a Keras functional model.
+
+`build_alexnet()` with no arguments is the paper's network: 224x224x3 input,
+five convolutional and three fully-connected layers, ReLU, local response
+normalisation after conv1 and conv2, overlapping 3x3/2 max-pooling, conv2/4/5
+split in two groups as on the paper's two GPUs, dropout 0.5 in fc6 and fc7.
+Layer names follow the paper and Caffe (conv1 ... fc8, norm1, pool5, drop6).
+Every departure from the paper is an argument.
+"""
+
+import keras
+
+from model_defs.layers import ChannelNormalization, GroupedConv2D, LocalResponseNormalization
+
+# Filters of conv1..conv5. "paper" is section 3.5; "torchvision" is the
+# one-GPU variant of Krizhevsky's "One weird trick" (2014) that torchvision ships.
+WIDTHS = {
+    "paper": (96, 256, 384, 384, 256),
+    "torchvision": (64, 192, 384, 256, 256),
+}
+
+# The paper's two-GPU split: conv2, conv4 and conv5 see only the kernel maps of
+# their own GPU; conv3 and the fully-connected layers see both (section 3.5).
+GROUPED_LAYERS = ("conv2", "conv4", "conv5")
+
+# Layers whose biases the paper initialises to 1 "to accelerate the early stages
+# of learning by providing the ReLUs with positive inputs" (section 5).
+UNIT_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
+
+# Per-channel RGB mean of the ILSVRC-2012 training set, in pixel units.
+IMAGENET_MEAN = (123.68, 116.78, 103.94)
+
+# conv1 is 11x11 stride 4. The paper's 55x55 output needs 227 input pixels, so a
+# 224 input is zero-padded by 1 on the top/left and 2 on the bottom/right.
+CONV1_PADDING = ((1, 2), (1, 2))
+
+
+def feature_map_sizes(input_size):
+    """Spatial size after conv1, pool1, pool2 and pool5 for a square input.
+
+    Args:
+        input_size: height (= width) of the input image in pixels.
+
+    Returns:
+        A dict {"conv1": s1, "pool1": s2, "pool2": s3, "pool5": s4}; 224 gives
+        55, 27, 13, 6 (the paper's sizes). conv2..conv5 keep their input size.
+    """
+    conv1 = (input_size + sum(CONV1_PADDING[0]) - 11) // 4 + 1
+    pool1 = (conv1 - 3) // 2 + 1
+    pool2 = (pool1 - 3) // 2 + 1
+    pool5 = (pool2 - 3) // 2 + 1
+    return {"conv1": conv1, "pool1": pool1, "pool2": pool2, "pool5": pool5}
+
+
+MIN_INPUT_SIZE = 64  # smallest square input whose pool5 output is at least 1x1
+assert feature_map_sizes(MIN_INPUT_SIZE)["pool5"] == 1
+assert feature_map_sizes(MIN_INPUT_SIZE - 1)["pool5"] < 1
+
+
+def _initializers(init, name, seed):
+    """Kernel and bias initialisers for one layer under the chosen scheme."""
+    if init == "paper":
+        # Section 5: weights from N(0, 0.01), biases 1 or 0.
+        kernel = keras.initializers.RandomNormal(mean=0.0, stddev=0.01, seed=seed)
+        bias = keras.initializers.Constant(1.0 if name in UNIT_BIAS_LAYERS else 0.0)
+    elif init in ("glorot_uniform", "he_normal"):
+        kernel = keras.initializers.get({"class_name": init, "config": {"seed": seed}})
+        bias = keras.initializers.Zeros()
+    else:
+        raise ValueError(f"unknown init {init!r}: use 'paper', 'glorot_uniform' or 'he_normal'")
+    return kernel, bias
+
+
+def build_alexnet(
+    num_classes=1000,
+    input_size=224,
+    dropout=0.5,
+    lrn=True,
+    lrn_k=2.0,
+    lrn_n=5,
+    lrn_alpha=1e-4,
+    lrn_beta=0.75,
+    groups=2,
+    widths="paper",
+    fc_units=4096,
+    init="paper",
+    weight_decay=0.0,
+    mean=IMAGENET_MEAN,
+    std=(1.0, 1.0, 1.0),
+    seed=None,
+    name="alexnet",
+):
+    """Builds AlexNet as an uncompiled functional `keras.Model` with logits out.
+
+    The model takes RGB pixel values in [0, 255] (float) and subtracts the
+    training mean itself, so a saved model needs no outside preprocessing
+    beyond resizing and cropping.
+
+    Args:
+        num_classes: size of fc8.
+        input_size: height and width of the square input (at least 64).
+        dropout: drop rate of drop6 and drop7 (paper: 0.5).
+        lrn: whether norm1 and norm2 are present (paper: True).
+        lrn_k, lrn_n, lrn_alpha, lrn_beta: the paper's LRN constants (section 3.3).
+        groups: 2 splits conv2/conv4/conv5 into the paper's two GPU towers; 1 is
+            a single tower (more parameters and FLOPs).
+        widths: "paper" (96-256-384-384-256) or "torchvision" (64-192-384-256-256).
+        fc_units: width of fc6 and fc7 (paper: 4096).
+        init: "paper" (N(0, 0.01), unit biases, section 5), "glorot_uniform" or "he_normal".
+        weight_decay: the paper's weight decay (section 5: 0.0005). It enters the
+            momentum update as `- wd * lr * w`, i.e. the gradient of (wd / 2) * ||w||^2,
+            so it is applied as an L2 penalty of wd / 2 on every kernel (not biases).
+        mean, std: per-channel input normalisation, in pixel units.
+        seed: seed for the initialisers (None: random).
+        name: model name.
+
+    Returns:
+        A `keras.Model` mapping [batch, input_size, input_size, 3] images to
+        [batch, num_classes] logits (float32 under any precision policy).
+    """
+    if input_size < MIN_INPUT_SIZE:
+        raise ValueError(f"input_size must be at least {MIN_INPUT_SIZE} for AlexNet, got {input_size}")
+    if widths not in WIDTHS:
+        raise ValueError(f"unknown widths {widths!r}: use one of {sorted(WIDTHS)}")
+    filters = dict(zip(("conv1", "conv2", "conv3", "conv4", "conv5"), WIDTHS[widths]))
+    regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+    seeds = iter(range(seed, seed + 100)) if seed is not None else iter(lambda: None, 0)
+
+    def conv(x, layer_name, kernel_size, strides=1, padding="same"):
+        kernel_init, bias_init = _initializers(init, layer_name, next(seeds))
+        return GroupedConv2D(
+            filters[layer_name],
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            groups=groups if layer_name in GROUPED_LAYERS else 1,
+            activation="relu",
+            kernel_initializer=kernel_init,
+            bias_initializer=bias_init,
+            kernel_regularizer=regularizer,
+            name=layer_name,
+        )(x)
+
+    def dense(x, layer_name, units, activation, dtype=None):
+        kernel_init, bias_init = _initializers(init, layer_name, next(seeds))
+        return keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=kernel_init,
+            bias_initializer=bias_init,
+            kernel_regularizer=regularizer,
+            dtype=dtype,
+            name=layer_name,
+        )(x)
+
+    def norm(x, layer_name):
+        if not lrn:
+            return x
+        return LocalResponseNormalization(k=lrn_k, n=lrn_n, alpha=lrn_alpha, beta=lrn_beta, name=layer_name)(x)
+
+    def pool(x, layer_name):
+        # Overlapping pooling, s=2 < z=3 (section 3.4).
+        return keras.layers.MaxPooling2D(pool_size=3, strides=2, name=layer_name)(x)
+
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = ChannelNormalization(mean, std, name="normalize")(inputs)
+    x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="pad1")(x)
+    x = conv(x, "conv1", 11, strides=4, padding="valid")
+    x = pool(norm(x, "norm1"), "pool1")
+    x = conv(x, "conv2", 5)
+    x = pool(norm(x, "norm2"), "pool2")
+    x = conv(x, "conv3", 3)
+    x = conv(x, "conv4", 3)
+    x = conv(x, "conv5", 3)
+    x = pool(x, "pool5")
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = dense(x, "fc6", fc_units, "relu")
+    x = keras.layers.Dropout(dropout, name="drop6")(x)
+    x = dense(x, "fc7", fc_units, "relu")
+    x = keras.layers.Dropout(dropout, name="drop7")(x)
+    # Logits in float32 even under a mixed-precision policy: softmax and loss
+    # need the range.
+    logits = dense(x, "fc8", num_classes, None, dtype="float32")
+    return keras.Model(inputs, logits, name=name)

@@ -1,0 +1,121 @@
+"""Layers AlexNet needs that Keras does not ship in the paper's form.
+
+Both are registered for serialization, so a saved `model.keras` reloads with
+`keras.models.load_model` once this module has been imported (the `alexnet`
+package name keeps them apart from user layers of the same class name).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Cross-channel local response normalisation (paper, section 3.3).
+
+    b[c] = a[c] / (k + alpha * sum_{c' = c - n/2}^{c + n/2} a[c']^2) ** beta
+
+    The arguments carry the paper's symbols; TensorFlow's op takes a radius and
+    calls k the bias, which is converted here and nowhere else. alpha is NOT
+    divided by n (that is Caffe's convention, a different layer).
+
+    Half-precision inputs are normalised in float32: squares of activations in
+    the hundreds overflow float16, and bfloat16 loses the small alpha term.
+
+    Args:
+        k: additive constant (paper: 2).
+        n: number of adjacent channels summed, odd (paper: 5).
+        alpha: scale of the sum of squares (paper: 1e-4).
+        beta: exponent (paper: 0.75).
+    """
+
+    def __init__(self, k=2.0, n=5, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        if n < 1 or n % 2 != 1:
+            raise ValueError(f"LRN size n must be a positive odd integer, got {n}")
+        self.k = float(k)
+        self.n = int(n)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        y = tf.nn.local_response_normalization(
+            x, depth_radius=self.n // 2, bias=self.k, alpha=self.alpha, beta=self.beta
+        )
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(k=self.k, n=self.n, alpha=self.alpha, beta=self.beta)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class GroupedConv2D(keras.layers.Conv2D):
+    """`Conv2D` whose `groups > 1` runs as separate convolutions, one per group.
+
+    The weights are exactly those of `keras.layers.Conv2D(groups=g)` (kernel
+    shape `(h, w, in/g, filters)`), so checkpoints are interchangeable. Only the
+    computation differs: the input and kernel are split into g towers and the
+    results concatenated, as the paper's two GPUs did (section 3.2). TensorFlow's
+    native grouped convolution has a slow CPU path; the towers run at the speed
+    of ordinary convolutions everywhere.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        axis = -1 if self.data_format == "channels_last" else 1
+        towers = zip(
+            ops.split(inputs, self.groups, axis=axis),
+            ops.split(kernel, self.groups, axis=-1),
+        )
+        outputs = [
+            ops.conv(
+                x,
+                w,
+                strides=list(self.strides),
+                padding=self.padding,
+                dilation_rate=self.dilation_rate,
+                data_format=self.data_format,
+            )
+            for x, w in towers
+        ]
+        return ops.concatenate(outputs, axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class ChannelNormalization(keras.layers.Layer):
+    """Subtracts a per-channel mean and divides by a per-channel scale.
+
+    The paper subtracts the mean activity over the training set from each pixel
+    (section 2); the values live in the config, not in weights, so they do not
+    count as parameters and travel with the saved model.
+
+    Args:
+        mean: one value per channel, in input pixel units.
+        std: one value per channel; ones reproduce the paper (mean only).
+    """
+
+    def __init__(self, mean, std, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+
+    def call(self, inputs):
+        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
+        return (ops.cast(inputs, self.compute_dtype) - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=self.mean, std=self.std)
+        return config

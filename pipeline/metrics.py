@@ -1,0 +1,30 @@
+"""Top-k error, the figure the paper reports (section 6), as Keras metrics."""
+
+import keras
+
+# ILSVRC-2012 reference figures (paper, Table 2), as fractions.
+PAPER_ONE_CNN_TOP1 = 0.407  # one CNN, validation set
+PAPER_ONE_CNN_TOP5 = 0.182
+PAPER_ENSEMBLE_TOP5 = 0.153  # 7 CNNs with extra pre-training, test set (the winning entry)
+
+
+@keras.saving.register_keras_serializable(package="alexnet")
+class SparseTopKError(keras.metrics.SparseTopKCategoricalAccuracy):
+    """1 - top-k accuracy: the fraction of images whose label is not among the k highest scores.
+
+    Works on logits or probabilities alike (only the ranking matters).
+    """
+
+    def __init__(self, k=5, name=None, **kwargs):
+        super().__init__(k=k, name=name or f"top{k}_error", **kwargs)
+
+    def result(self):
+        return 1.0 - super().result()
+
+
+def error_metrics(num_classes):
+    """Top-1 and top-5 error (top-5 only where there are more than 5 classes)."""
+    metrics = [SparseTopKError(1)]
+    if num_classes > 5:
+        metrics.append(SparseTopKError(5))
+    return metrics

@@ -1,0 +1,27 @@
+"""AlexNet (Krizhevsky et al., 2012) with Keras and TensorFlow: train, tune, evaluate, serve."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="alexnet-pipeline",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "model_defs", "model_defs.*", "tuning", "tuning.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorboard>=2.21,<2.22",  # not always brought by tensorflow
+        "tensorflow-datasets>=4.9,<5",
+        "keras-tuner>=1.4.8,<2",
+        "pyyaml>=6,<7",
+        "pydantic>=2.6,<3",  # the typed, validated config tree
+        "scikit-learn>=1.3",  # the bundled digits of the offline quickstart
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
+)

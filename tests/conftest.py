@@ -1,0 +1,16 @@
+"""Shared fixtures. Every test builds its own tiny data; nothing is downloaded."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts with an empty Keras graph state (names, uid counters)."""
+    import keras
+
+    keras.backend.clear_session()
+    yield
