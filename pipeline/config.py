@@ -141,6 +141,38 @@ class ExportConfig(_Section):
     saved_model: bool = True  # saved_model/ with a serving signature
 
 
+class SearchRange(_Section):
+    """One hyperparameter's search interval."""
+
+    min: float
+    max: float
+    sampling: Literal["linear", "log"] = "linear"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min < self.max:
+            raise ValueError(f"empty or inverted range: min ({self.min}) must be below max ({self.max})")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError("a log-sampled range needs min > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """KerasTuner search over the training config (`python -m tuning.search`)."""
+
+    tuner: Literal["random", "bayesian", "hyperband"] = "random"
+    # The search space: each range replaces one config value; null keeps the config's value.
+    dropout: Optional[SearchRange] = SearchRange(min=0.3, max=0.7)  # model.dropout
+    learning_rate: Optional[SearchRange] = SearchRange(min=1e-4, max=1e-1, sampling="log")  # train.optimizer.learning_rate
+    momentum: Optional[SearchRange] = None  # train.optimizer.momentum
+    weight_decay: Optional[SearchRange] = None  # train.optimizer.weight_decay
+    max_trials: int = Field(10, ge=1)  # random / bayesian
+    epochs: int = Field(5, ge=1)  # per trial; Hyperband's max_epochs
+    hyperband_factor: int = Field(3, ge=2)
+    objective: str = "val_top5_error"  # a logged metric; minimised if it is an error or loss
+    seed: int = 0
+
+
 class Config(_Section):
     """The whole experiment."""
 
@@ -150,6 +182,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
+    tune: TuneConfig = TuneConfig()
 
     def to_dict(self):
         return self.model_dump(mode="json")

@@ -31,8 +31,19 @@ def export_saved_model(model, path, image_size):
     archive.write_out(str(path), verbose=False)
 
 
-def export_run(model, run_dir, export_config, image_size):
-    """Writes model.keras and/or saved_model/ into a run directory, as configured."""
+def export_run(model, run_dir, config, class_names):
+    """Writes model.keras and/or saved_model/ into a run directory, as configured.
+
+    Args:
+        model: the trained model.
+        run_dir: `pathlib.Path` of the run directory.
+        config: the run's `Config` (export switches, input size and resize).
+        class_names: names in class-index order.
+
+    Returns:
+        The paths written.
+    """
+    export_config, image_size = config.export, config.data.image_size
     written = []
     if export_config.keras:
         model.save(run_dir / "model.keras")

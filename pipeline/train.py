@@ -191,7 +191,7 @@ def train(config, run_dir, overwrite=False):
             **{k: final[k] for k in sorted(final)},
         }
         figures.setdefault("images_per_second", float("nan"))
-        export_run(model, run.path, config.export, config.data.image_size)
+        export_run(model, run.path, config, data.class_names)
         run.write_metrics(figures)
         print(_summary(figures, run.path))
         return figures
