@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from model_defs.alexnet import IMAGENET_MEAN, MIN_INPUT_SIZE
+from model_defs.geometry import IMAGENET_MEAN, MIN_INPUT_SIZE
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "quickstart.yaml"
