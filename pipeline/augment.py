@@ -135,6 +135,10 @@ class TrainTransform(keras.layers.Layer):
         self.mirror = RandomHorizontalFlip()
         self.lighting = PCAColorNoise(self.pca_noise)
 
+    def build(self, *args):
+        # The sublayers hold no weights; nothing to build.
+        self.built = True
+
     def _inception_crop(self, image, seed):
         shape = tf.shape(image)
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(

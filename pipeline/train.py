@@ -177,6 +177,7 @@ def train(config, run_dir, overwrite=False):
             validation_steps=t.validation_steps,
             callbacks=_callbacks(config, run, images_per_epoch),
             verbose=t.verbose,
+            shuffle=False,  # the dataset shuffles itself
         )
         wall = time.perf_counter() - start
         if model.stop_training and len(history.epoch) and history.epoch[-1] + 1 < t.epochs:

@@ -1,0 +1,139 @@
+"""End-to-end runs of `python -m pipeline.train` on tiny synthetic data."""
+
+import fcntl
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from pipeline import train
+from pipeline.config import load_config
+from pipeline.rundir import RunDir, RunDirError
+
+TINY = [
+    "data.source=synthetic",
+    "data.image_size=64",
+    "data.resize=64",
+    "data.num_examples=48",
+    "data.num_classes=8",
+    "data.augment.pca_noise=0.0",
+    "model.fc_units=32",
+    "model.init=glorot_uniform",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.verbose=0",
+]
+
+
+def args(run_dir, *extra):
+    argv = ["--run-dir", str(run_dir)]
+    for item in TINY + list(extra):
+        argv += ["--set", item]
+    return argv
+
+
+def scalars(log_dir, tag):
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return [float(tf.make_ndarray(event.tensor_proto)) for event in acc.Tensors(tag)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    assert train.main(args(run_dir)) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_run_directory_is_complete(finished_run):
+    for name in ("config.yaml", "labels.txt", "metrics.json", "model.keras", "saved_model/saved_model.pb", "logs"):
+        assert (finished_run / name).exists(), name
+    assert not (finished_run / "backup").exists()  # removed once training finished
+    assert (finished_run / "labels.txt").read_text().splitlines() == [f"class_{c}" for c in range(8)]
+    saved = yaml.safe_load((finished_run / "config.yaml").read_text())
+    assert saved["data"]["source"] == "synthetic" and saved["train"]["epochs"] == 2
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    for key in ("val_top1_error", "val_top5_error", "top1_error", "loss", "images_per_second"):
+        assert key in metrics
+    assert 0.0 <= metrics["val_top1_error"] <= 1.0
+
+
+@pytest.mark.slow
+def test_tensorboard_has_errors_learning_rate_throughput_and_reference_lines(finished_run):
+    logs = finished_run / "logs"
+    assert len(scalars(logs / "validation", "epoch_top5_error")) == 2
+    assert len(scalars(logs / "train", "epoch_top1_error")) == 2
+    np.testing.assert_allclose(scalars(logs / "train", "epoch_learning_rate"), [0.01, 0.01])
+    assert all(v > 0 for v in scalars(logs / "train", "epoch_images_per_second"))
+    np.testing.assert_allclose(scalars(logs / "reference_ensemble_15.3pct", "epoch_top5_error"), [0.153] * 2)
+    np.testing.assert_allclose(scalars(logs / "reference_one_cnn_18.2pct", "epoch_top5_error"), [0.182] * 2)
+
+
+@pytest.mark.slow
+def test_saved_model_matches_keras_model(finished_run):
+    model = keras.models.load_model(finished_run / "model.keras")
+    served = tf.saved_model.load(str(finished_run / "saved_model"))
+    x = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    expected = tf.nn.softmax(model(x, training=False)).numpy()
+    got = served.signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_finished_run_is_not_overwritten(finished_run, capsys):
+    before = (finished_run / "metrics.json").read_text()
+    assert train.main(args(finished_run)) == 2
+    assert "finished run" in capsys.readouterr().err
+    assert (finished_run / "metrics.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_overwrite_retrains(tmp_path):
+    run_dir = tmp_path / "again"
+    assert train.main(args(run_dir, "train.epochs=1")) == 0
+    (run_dir / "marker").write_text("old")
+    assert train.main(args(run_dir, "train.epochs=1") + ["--overwrite"]) == 0
+    assert not (run_dir / "marker").exists()
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "bad"
+    assert train.main(args(run_dir, "train.batch_size=-4")) == 2
+    assert "train.batch_size" in capsys.readouterr().err
+    assert train.main(args(run_dir, "model.dropuot=0.1")) == 2
+    assert "model.dropuot: unknown key" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_unfinished_run_with_another_config_is_refused(tmp_path):
+    config = load_config([], TINY)
+    run_dir = tmp_path / "r"
+    with RunDir(run_dir, config):
+        pass  # writes config.yaml, no metrics: an unfinished run
+    other = load_config([], TINY + ["train.epochs=3"])
+    with pytest.raises(RunDirError, match="train.epochs"):
+        with RunDir(run_dir, other):
+            pass
+    with RunDir(run_dir, config) as run:
+        assert run.resumed
+
+
+def test_second_process_on_the_same_run_is_refused(tmp_path):
+    config = load_config([], TINY)
+    run_dir = tmp_path / "busy"
+    holder = RunDir(run_dir, config)
+    # Another process holds the lock (flock locks are per open file description).
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(holder.lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunDirError, match="in use"):
+            with RunDir(run_dir, config):
+                pass
+    assert not run_dir.exists()
