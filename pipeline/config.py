@@ -42,6 +42,11 @@ class DataConfig(_Section):
 
     # digits | synthetic | tfds:<name> | folder:<path>
     source: str = "digits"
+    data_dir: Optional[str] = None  # tfds: where prepared datasets live (TFDS default: ~/tensorflow_datasets)
+    manual_dir: Optional[str] = None  # tfds: where manually downloaded archives are (imagenet2012's tars)
+    download: bool = False  # tfds: allow downloading and preparing (needs internet for most datasets)
+    train_split: str = "train"  # tfds / folder: name of the training split (folder: sub-folder)
+    validation_split: Optional[str] = "validation"  # tfds / folder: None carves validation_fraction out of train
     image_size: int = Field(224, ge=MIN_INPUT_SIZE)  # model input, square
     resize: int = Field(256, ge=MIN_INPUT_SIZE)  # shorter side before cropping (paper: 256)
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # for sources without a validation split
@@ -112,12 +117,25 @@ class OptimizerConfig(_Section):
 class ScheduleConfig(_Section):
     """Learning-rate schedule."""
 
-    # plateau: the paper's "divide by 10 when the validation error stops improving".
-    name: Literal["constant", "plateau"] = "constant"
+    # plateau: the paper's "divide by 10 when the validation error stops improving";
+    # step: multiply by `factor` at each epoch in `milestones`; cosine: cosine decay
+    # to `min_learning_rate` over all epochs. Any of them after `warmup_epochs` of
+    # linear warm-up.
+    name: Literal["constant", "plateau", "step", "cosine"] = "constant"
     factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: int = Field(1, ge=0)  # epochs without improvement before a reduction
-    max_reductions: int = Field(3, ge=0)  # the paper reduced three times
-    monitor: str = "val_top1_error"
+    patience: int = Field(1, ge=0)  # plateau: epochs without improvement before a reduction
+    max_reductions: int = Field(3, ge=0)  # plateau: the paper reduced three times
+    monitor: str = "val_top1_error"  # plateau
+    milestones: list[int] = Field(default_factory=lambda: [30, 60, 80])  # step
+    min_learning_rate: float = Field(0.0, ge=0.0)  # cosine
+    warmup_epochs: int = Field(0, ge=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, value):
+        if any(b <= a for a, b in zip(value, value[1:])) or any(m < 1 for m in value):
+            raise ValueError("must be positive, strictly increasing epoch numbers")
+        return value
 
 
 class TrainConfig(_Section):
@@ -129,8 +147,16 @@ class TrainConfig(_Section):
     validation_steps: Optional[int] = Field(None, ge=1)  # None: the whole validation split
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    jit_compile: bool = False  # XLA; explicit because Keras' "auto" turns it off on CPU
+    # auto: MirroredStrategy over all visible GPUs when there are two or more, else one device.
+    strategy: Literal["auto", "mirrored", "multi_worker", "one_device"] = "auto"
+    devices: Optional[list[str]] = None  # mirrored / one_device: e.g. ["/gpu:0", "/gpu:1"]
+    # Learning rate scaling with the global batch: none (the paper's 128) or linear
+    # (lr * batch_size / lr_reference_batch).
+    lr_scaling: Literal["none", "linear"] = "none"
+    lr_reference_batch: int = Field(128, ge=1)
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: bool = False  # XLA; explicit because Keras' "auto" turns it off on CPU and under MirroredStrategy
+    backup_every_steps: Optional[int] = Field(None, ge=1)  # None: back up at the end of each epoch
     verbose: Literal[0, 1, 2] = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
 
 
