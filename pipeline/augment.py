@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline import decode
+
 # Eigen-decomposition of the RGB covariance over ImageNet training pixels, in
 # [0, 1] pixel units (the values fb.resnet.torch and others published for the
 # paper's section 4.1 "PCA on the set of RGB pixel values"). Columns are
@@ -48,20 +50,6 @@ def center_crop(image, size):
     top = (shape[0] - size) // 2
     left = (shape[1] - size) // 2
     return image[top : top + size, left : left + size, :]
-
-
-class RandomCrop(keras.layers.Layer):
-    """A random size x size window, chosen independently for every image (section 4.1)."""
-
-    def __init__(self, size, **kwargs):
-        super().__init__(**kwargs)
-        self.size = int(size)
-
-    def call(self, image, seed):
-        return tf.image.stateless_random_crop(image, [self.size, self.size, 3], seed=_fold(seed, 1))
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size}
 
 
 class RandomHorizontalFlip(keras.layers.Layer):
@@ -107,14 +95,29 @@ class PCAColorNoise(keras.layers.Layer):
         }
 
 
-class TrainTransform(keras.layers.Layer):
-    """Decoded image -> training input: the paper's section 4.1 pipeline.
+def _crop_resized(image, window, image_size):
+    """Crops `window` out of an encoded (tf.string) or decoded image and resizes it."""
+    if image.dtype == tf.string:
+        return decode.decode_resized(image, window, image_size)
+    crop = tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
+    return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size], antialias=True)
 
-    Shorter side to `resize`, central resize x resize square, random
-    image_size crop, random horizontal flip, PCA colour noise; each step can be
-    switched off. `crop="center"` keeps a deterministic central crop;
-    `crop="inception"` takes a random-resized crop (8-100 % of the area, aspect
-    3/4-4/3) of the whole image instead.
+
+def _shape(image):
+    return decode.image_shape(image) if image.dtype == tf.string else tf.shape(image)[:2]
+
+
+class TrainTransform(keras.layers.Layer):
+    """Image -> training input: the paper's section 4.1 pipeline.
+
+    Takes one image, decoded ([H, W, 3] uint8) or encoded (scalar tf.string,
+    of which only the crop window is decoded). The view is a random image_size
+    window of the central resize x resize square of the image rescaled to
+    shorter side `resize`; then a random horizontal flip and PCA colour noise.
+    Each step can be switched off. `crop="center"` takes the central window
+    instead; `crop="inception"` a random-resized crop (8-100 % of the area,
+    aspect 3/4-4/3) of the whole image. Images smaller than the window are
+    upscaled.
 
     Args:
         image_size: output height and width.
@@ -131,7 +134,6 @@ class TrainTransform(keras.layers.Layer):
         self.crop = crop
         self.flip = bool(flip)
         self.pca_noise = float(pca_noise)
-        self.random_crop = RandomCrop(self.image_size)
         self.mirror = RandomHorizontalFlip()
         self.lighting = PCAColorNoise(self.pca_noise)
 
@@ -139,31 +141,17 @@ class TrainTransform(keras.layers.Layer):
         # The sublayers hold no weights; nothing to build.
         self.built = True
 
-    def _inception_crop(self, image, seed):
-        shape = tf.shape(image)
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape,
-            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-            seed=_fold(seed, 4),
-            min_object_covered=0.08,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        window = tf.slice(image, begin, size)
-        return tf.image.resize(window, [self.image_size, self.image_size], antialias=True)
+    def window(self, shape, seed):
+        """[top, left, height, width] of this image's crop, in its own pixels."""
+        if self.crop == "inception":
+            return decode.inception_window(shape, seed)
+        if self.crop == "random":
+            return decode.paper_train_window(shape, self.image_size, self.resize, seed)
+        return decode.center_window(shape, self.image_size, self.resize)
 
     def call(self, image, seed):
-        image = tf.cast(image, tf.float32)
-        if self.crop == "inception":
-            image = self._inception_crop(image, seed)
-        else:
-            image = center_crop(resize_shorter_side(image, self.resize), self.resize)
-            if self.crop == "random":
-                image = self.random_crop(image, seed)
-            else:
-                image = center_crop(image, self.image_size)
+        seed = tf.cast(seed, tf.int64)
+        image = _crop_resized(image, self.window(_shape(image), seed), self.image_size)
         if self.flip:
             image = self.mirror(image, seed)
         if self.pca_noise > 0:
@@ -182,11 +170,12 @@ class TrainTransform(keras.layers.Layer):
 
 
 class EvalTransform(keras.layers.Layer):
-    """Decoded image -> evaluation input: shorter side to `resize`, central crop.
+    """Image -> evaluation input: shorter side to `resize`, central image_size crop.
 
-    With crops=10 it returns the paper's ten views (section 4.1, test time):
-    the four corner and the centre image_size patches and their mirror images,
-    stacked as [10, image_size, image_size, 3].
+    Takes a decoded or an encoded image like `TrainTransform`. With crops=10 it
+    returns the paper's ten views (section 4.1, test time): the four corner and
+    the centre image_size patches of the central resize x resize square, and
+    their mirror images, stacked as [10, image_size, image_size, 3].
     """
 
     def __init__(self, image_size, resize=256, crops=1, **kwargs):
@@ -196,11 +185,12 @@ class EvalTransform(keras.layers.Layer):
         self.crops = int(crops)
 
     def call(self, image):
-        image = resize_shorter_side(tf.cast(image, tf.float32), self.resize)
+        shape = _shape(image)
         if self.crops == 1:
-            return tf.ensure_shape(center_crop(image, self.image_size), [self.image_size, self.image_size, 3])
-        # The paper's 256x256 images are the central square of the rescaled photo.
-        return ten_crops(center_crop(image, self.resize), self.image_size)
+            window = decode.center_window(shape, self.image_size, self.resize)
+            return tf.ensure_shape(_crop_resized(image, window, self.image_size), [self.image_size, self.image_size, 3])
+        square = _crop_resized(image, decode.central_square(shape), self.resize)
+        return ten_crops(square, self.image_size)
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size, "resize": self.resize, "crops": self.crops}

@@ -1,8 +1,9 @@
 """Data sources -> batched tf.data pipelines.
 
-A source yields unbatched `(image, label)` pairs, image [H, W, 3] uint8 RGB of
-any size, label int32, for a training and a validation split, with the class
-names. `build_datasets` turns a source into the batched training pipeline
+A source yields unbatched examples for a training and a validation split,
+with the class names: in-memory sources `(image, label)` with image
+[H, W, 3] uint8 RGB of any size; file sources `(encoded bytes, label, name)`,
+decoded later by the transforms, only the crop window of a JPEG. `build_datasets` turns a source into the batched training pipeline
 (shuffle, per-image augmentation with stateless seeds, batch, prefetch) and
 the evaluation pipeline (resize, centre or ten crops, batch).
 
@@ -11,14 +12,35 @@ Sources, chosen by `data.source`:
                classes), offline; split 80/20 with a fixed seed.
     synthetic  random images whose colour depends on the class: learnable,
                any class count, no I/O (tests, benchmarks).
+    folder:P   image folders: P/<train_split>/<class>/* and P/<validation_split>/<class>/*
+               (or P/val/<class>/*), or P/<class>/* with validation_fraction held out.
+               Class indices follow the sorted class folder names, so ImageNet synset
+               folders get TFDS imagenet2012's indices.
+    tfds:NAME  a TensorFlow Datasets image-classification dataset (imagenet2012 from
+               the two ILSVRC tars in data.manual_dir, imagenette, ...).
+
+Undecodable files (empty, not an image, a JPEG cut short) are skipped, each
+with a warning naming it, and counted in `Datasets.skipped`.
 """
 
 import dataclasses
+import os
+import pathlib
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.augment import EvalTransform, TrainTransform
+from pipeline.config import ConfigError
+from pipeline.decode import is_decodable
+
+# Files a folder source reads; the content decides the format, not the name.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
+
+
+class DataError(ConfigError):
+    """The configured data cannot be found or read; the message says what to do."""
 
 # The validation split of in-memory sources never depends on the run's seed, so
 # runs with different seeds are measured on the same images.
@@ -34,6 +56,7 @@ class Source:
     class_names: list
     train_size: int
     validation_size: int
+    encoded: bool = False  # elements are (bytes, label, name) rather than (image, label)
 
     @property
     def num_classes(self):
@@ -49,6 +72,7 @@ class Datasets:
     class_names: list
     train_size: int
     validation_size: int
+    skipped: tf.Variable = None  # undecodable files met so far (int64 counter)
 
     @property
     def num_classes(self):
@@ -113,14 +137,167 @@ def synthetic_source(data_config, seed=0):
     )
 
 
+def _list_class_folders(root):
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<image files>")
+    return classes
+
+
+def _list_images(root, classes):
+    """(paths, labels) of the image files under root/<class>/, in a fixed order."""
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        folder = pathlib.Path(root) / name
+        if not folder.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                if pathlib.Path(filename).suffix.lower() in IMAGE_EXTENSIONS and not filename.startswith("."):
+                    paths.append(os.path.join(dirpath, filename))
+                    labels.append(label)
+    return paths, np.array(labels, np.int32)
+
+
+def _files_dataset(paths, labels, shuffle_seed=None):
+    """Reads files as (bytes, label, path); with a seed, in a new random order every epoch."""
+
+    def read(path, label):
+        return tf.io.read_file(path), label, path
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if shuffle_seed is not None:
+        # Shuffling names, not images: the whole list, at no memory cost.
+        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def folder_source(data_config, seed=0):
+    """Images in class folders (see the module docstring for the layouts)."""
+    root = pathlib.Path(data_config.source.partition(":")[2]).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.source: folder {root} does not exist")
+    train_root = root / data_config.train_split
+    val_root = None
+    if train_root.is_dir():
+        for name in (data_config.validation_split, "val"):
+            if name and (root / name).is_dir():
+                val_root = root / name
+                break
+    else:
+        train_root = root
+    classes = _list_class_folders(train_root)
+    paths, labels = _list_images(train_root, classes)
+    if not paths:
+        raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {train_root}/<class>/")
+    if val_root is not None:
+        unknown = sorted(set(_list_class_folders(val_root)) - set(classes))
+        if unknown:
+            raise DataError(f"{val_root} has classes that {train_root} lacks: {', '.join(unknown[:5])}")
+        val_paths, val_labels = _list_images(val_root, classes)
+    else:
+        train_idx, val_idx = _split(len(paths), data_config.validation_fraction)
+        paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
+        labels, val_labels = labels[train_idx], labels[val_idx]
+    return Source(
+        train=_files_dataset(paths, labels, shuffle_seed=seed),
+        validation=_files_dataset(val_paths, val_labels),
+        class_names=classes,
+        train_size=len(paths),
+        validation_size=len(val_paths),
+        encoded=True,
+    )
+
+
+def tfds_source(data_config, seed=0):
+    """A TFDS image-classification dataset, its images kept encoded until the crop."""
+    import tensorflow_datasets as tfds
+
+    name = data_config.source.partition(":")[2]
+    try:
+        builder = tfds.builder(name, data_dir=data_config.data_dir)
+    except Exception as exc:  # unknown name, bad version: TFDS raises many kinds
+        raise DataError(f"data.source: TFDS has no dataset {name!r} ({exc})") from None
+    if not builder.is_prepared():
+        if not (data_config.download or data_config.manual_dir):
+            hint = (
+                " For imagenet2012, put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in a folder, "
+                "set data.manual_dir to it and data.download to true (no internet needed)."
+                if name.startswith("imagenet2012")
+                else " Set data.download: true to download and prepare it (needs internet)."
+            )
+            raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}.{hint}")
+        config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except Exception as exc:
+            raise DataError(
+                f"could not prepare TFDS dataset {name!r}: {exc}. A download needs internet; "
+                "manual archives go in data.manual_dir."
+            ) from None
+    info = builder.info
+    splits = info.splits
+    train_split, val_split = data_config.train_split, data_config.validation_split
+    if train_split not in splits:
+        raise DataError(f"data.train_split: {name} has no split {train_split!r} (it has {', '.join(splits)})")
+    if not val_split or val_split not in splits:
+        percent = max(1, int(round(100 * data_config.validation_fraction)))
+        train_split, val_split = f"{train_split}[{percent}%:]", f"{train_split}[:{percent}%]"
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    has_names = "file_name" in info.features
+
+    def as_triples(split, shuffle):
+        read_config = tfds.ReadConfig(shuffle_seed=seed)
+        dataset = builder.as_dataset(split=split, decoders=decoders, shuffle_files=shuffle, read_config=read_config)
+        return dataset.map(
+            lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32), ex["file_name"] if has_names else split),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    return Source(
+        train=as_triples(train_split, True),
+        validation=as_triples(val_split, False),
+        class_names=list(info.features["label"].names),
+        train_size=splits[train_split].num_examples,
+        validation_size=splits[val_split].num_examples,
+        encoded=True,
+    )
+
+
 def load_source(data_config, seed=0):
-    """The `Source` named by `data_config.source`."""
+    """The `Source` named by `data_config.source`.
+
+    Raises:
+        DataError: the data is missing or not in a readable layout.
+    """
     kind, _, _ = data_config.source.partition(":")
     if kind == "digits":
         return digits_source(data_config)
     if kind == "synthetic":
         return synthetic_source(data_config, seed)
-    raise NotImplementedError(f"data.source {data_config.source!r} is not available in this version")
+    if kind == "folder":
+        return folder_source(data_config, seed)
+    return tfds_source(data_config, seed)
+
+
+def skip_undecodable(dataset, counter):
+    """(bytes, label, name) -> (bytes, label), dropping files that cannot be decoded.
+
+    Each dropped file is named in a warning on stderr and counted in `counter`.
+    """
+
+    def keep(data, label, name):
+        ok = is_decodable(data)
+
+        def skip():
+            tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
+            counter.assign_add(1)
+            return ok
+
+        return tf.cond(ok, lambda: ok, skip)
+
+    return dataset.filter(keep).map(lambda data, label, name: (data, label))
 
 
 def train_pipeline(dataset, data_config, batch_size, seed, size=None, deterministic=False):
@@ -181,10 +358,15 @@ def build_datasets(data_config, batch_size, seed=0):
         `Datasets` with float32 images in [0, 255] and int32 labels.
     """
     source = load_source(data_config, seed)
+    skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
+    train, validation = source.train, source.validation
+    if source.encoded:
+        train, validation = skip_undecodable(train, skipped), skip_undecodable(validation, skipped)
     return Datasets(
-        train=train_pipeline(source.train, data_config, batch_size, seed, size=source.train_size),
-        validation=eval_pipeline(source.validation, data_config, batch_size),
+        train=train_pipeline(train, data_config, batch_size, seed, size=source.train_size),
+        validation=eval_pipeline(validation, data_config, batch_size),
         class_names=source.class_names,
         train_size=source.train_size,
         validation_size=source.validation_size,
+        skipped=skipped,
     )

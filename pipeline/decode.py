@@ -1,0 +1,132 @@
+"""Encoded image bytes -> model input, decoding only what the crop needs.
+
+Photographs arrive as JPEG (rarely PNG, GIF or BMP, whatever the file name
+says). The paper's training view is a random 224 window of the central 256
+square of the photo rescaled to shorter side 256 (section 4.1). Instead of
+decoding the whole photo, rescaling it and then cropping, the window is mapped
+back into source pixels and only that part is decoded (`decode_and_crop_jpeg`)
+and resized. The result is the same view up to resampling, at a fraction of
+the cost.
+
+`is_decodable` is a cheap guard that never raises: empty files, non-images and
+JPEGs cut short (no end-of-image marker) are recognised before decoding, so the
+pipeline can skip them by name instead of failing on them.
+"""
+
+import tensorflow as tf
+
+# Leading bytes of the formats tf.io.decode_image reads.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# A JPEG ends with FF D9; some writers append a few padding bytes after it.
+_JPEG_TAIL = 64
+
+
+def is_decodable(data):
+    """True for bytes that look like a complete JPEG, or a PNG, GIF or BMP.
+
+    Args:
+        data: scalar tf.string of file contents.
+
+    Returns:
+        scalar tf.bool. Never raises, whatever the bytes.
+    """
+    head = tf.strings.substr(data, 0, 4)
+    known = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC])
+    length = tf.strings.length(data)
+
+    def jpeg_complete():
+        start = tf.maximum(length - _JPEG_TAIL, 0)
+        tail = tf.io.decode_raw(tf.strings.substr(data, start, _JPEG_TAIL), tf.uint8)
+        return tf.reduce_any(tf.logical_and(tf.equal(tail[:-1], 0xFF), tf.equal(tail[1:], 0xD9)))
+
+    is_jpeg = tf.logical_and(length > 3, tf.strings.substr(head, 0, 3) == _MAGIC[0])
+    return tf.logical_and(
+        tf.logical_and(length > 8, known),
+        tf.cond(is_jpeg, jpeg_complete, lambda: tf.constant(True)),
+    )
+
+
+def image_shape(data):
+    """[height, width] of encoded bytes; reads only the header of a JPEG."""
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.extract_jpeg_shape(data)[:2],
+        lambda: tf.shape(_decode_any(data))[:2],
+    )
+
+
+def _decode_any(data):
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def decode_window(data, window):
+    """Decodes [top, left, height, width] of an encoded image as uint8 RGB.
+
+    JPEGs decode only the window; other formats decode whole and are sliced.
+    Grey and CMYK JPEGs come out as RGB.
+    """
+    window = tf.cast(window, tf.int32)
+
+    def jpeg():
+        return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+    def other():
+        return tf.slice(_decode_any(data), [window[0], window[1], 0], [window[2], window[3], 3])
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
+def central_square(shape):
+    """The central min(h, w) square, [top, left, side, side], of an image of `shape`."""
+    side = tf.minimum(shape[0], shape[1])
+    return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+
+
+def paper_train_window(shape, image_size, resize, seed):
+    """The paper's random training crop, in source pixels.
+
+    The photo is (virtually) rescaled so its shorter side is `resize`, its
+    central resize x resize square kept, and a random image_size window taken
+    from it. Returns [top, left, height, width] of that window in the original
+    photo (at least 1 pixel).
+    """
+    square = central_square(shape)
+    side = tf.cast(square[2], tf.float32)
+    scale = side / float(resize)  # source pixels per resized pixel
+    offset = tf.random.stateless_uniform(
+        [2], seed=tf.random.experimental.stateless_fold_in(seed, 1), maxval=resize - image_size + 1, dtype=tf.int32
+    )
+    top = tf.cast(square[0], tf.float32) + tf.cast(offset[0], tf.float32) * scale
+    left = tf.cast(square[1], tf.float32) + tf.cast(offset[1], tf.float32) * scale
+    size = tf.maximum(1, tf.cast(tf.round(image_size * scale), tf.int32))
+    top = tf.minimum(tf.cast(tf.round(top), tf.int32), shape[0] - size)
+    left = tf.minimum(tf.cast(tf.round(left), tf.int32), shape[1] - size)
+    return tf.stack([top, left, size, size])
+
+
+def center_window(shape, image_size, resize):
+    """The evaluation view (shorter side to `resize`, central image_size crop), in source pixels."""
+    square = central_square(shape)
+    size = tf.maximum(1, tf.cast(tf.round(tf.cast(square[2], tf.float32) * image_size / resize), tf.int32))
+    return tf.stack([(shape[0] - size) // 2, (shape[1] - size) // 2, size, size])
+
+
+def inception_window(shape, seed):
+    """A random-resized ("Inception") crop: 8-100 % of the area, aspect 3/4-4/3."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape, [3]], 0),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=tf.random.experimental.stateless_fold_in(seed, 4),
+        min_object_covered=0.08,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def decode_resized(data, window, image_size):
+    """Decodes `window` of the image and resizes it to image_size x image_size float32."""
+    crop = decode_window(data, window)
+    return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size], antialias=True)
