@@ -15,6 +15,7 @@ setup(
         "keras>=3.15,<4",
         "tensorboard>=2.21,<2.22",  # not always brought by tensorflow
         "tensorflow-datasets>=4.9,<5",
+        "importlib_resources",  # tensorflow-datasets needs it to prepare datasets but does not declare it
         "keras-tuner>=1.4.8,<2",
         "pyyaml>=6,<7",
         "pydantic>=2.6,<3",  # the typed, validated config tree
