@@ -99,8 +99,7 @@ def _crop_resized(image, window, image_size):
     """Crops `window` out of an encoded (tf.string) or decoded image and resizes it."""
     if image.dtype == tf.string:
         return decode.decode_resized(image, window, image_size)
-    crop = tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
-    return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size], antialias=True)
+    return decode.resize_to(tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3]), image_size)
 
 
 def _shape(image):

@@ -40,7 +40,7 @@ class AugmentConfig(_Section):
 class DataConfig(_Section):
     """Where images come from and how they reach the model."""
 
-    # digits | synthetic | tfds:<name> | folder:<path>
+    # digits | synthetic | tfds:<name> | folder:<path> | records:<path> (python -m pipeline.prepare)
     source: str = "digits"
     data_dir: Optional[str] = None  # tfds: where prepared datasets live (TFDS default: ~/tensorflow_datasets)
     manual_dir: Optional[str] = None  # tfds: where manually downloaded archives are (imagenet2012's tars)
@@ -61,9 +61,9 @@ class DataConfig(_Section):
         kind, _, arg = value.partition(":")
         if kind in ("digits", "synthetic") and not arg:
             return value
-        if kind in ("tfds", "folder") and arg:
+        if kind in ("tfds", "folder", "records") and arg:
             return value
-        raise ValueError("must be 'digits', 'synthetic', 'tfds:<name>' or 'folder:<path>'")
+        raise ValueError("must be 'digits', 'synthetic', 'tfds:<name>', 'folder:<path>' or 'records:<path>'")
 
     @model_validator(mode="after")
     def _crop_fits(self):

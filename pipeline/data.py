@@ -18,6 +18,8 @@ Sources, chosen by `data.source`:
                folders get TFDS imagenet2012's indices.
     tfds:NAME  a TensorFlow Datasets image-classification dataset (imagenet2012 from
                the two ILSVRC tars in data.manual_dir, imagenette, ...).
+    records:D  TFRecords written once by `python -m pipeline.prepare` (JPEGs at
+               shorter side 256, as the paper stored ImageNet).
 
 Undecodable files (empty, not an image, a JPEG cut short) are skipped, each
 with a warning naming it, and counted in `Datasets.skipped`.
@@ -265,6 +267,49 @@ def tfds_source(data_config, seed=0):
     )
 
 
+def records_source(data_config, seed=0):
+    """TFRecords written by `python -m pipeline.prepare` (JPEGs at shorter side 256)."""
+    import json
+
+    root = pathlib.Path(data_config.source.partition(":")[2]).expanduser()
+    summary_path = root / "prepared.json"
+    if not summary_path.is_file():
+        raise DataError(f"{root} holds no prepared dataset (prepared.json); write one with python -m pipeline.prepare")
+    summary = json.loads(summary_path.read_text())
+    features = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "name": tf.io.FixedLenFeature([], tf.string),
+    }
+
+    def split(name, shuffle):
+        files = sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle:
+            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 16),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not shuffle,
+        )
+
+        def parse(record):
+            ex = tf.io.parse_single_example(record, features)
+            return ex["image"], tf.cast(ex["label"], tf.int32), ex["name"]
+
+        return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return Source(
+        train=split("train", True),
+        validation=split("validation", False),
+        class_names=(root / "labels.txt").read_text().splitlines(),
+        train_size=summary["splits"]["train"]["images"],
+        validation_size=summary["splits"]["validation"]["images"],
+        encoded=True,
+    )
+
+
 def load_source(data_config, seed=0):
     """The `Source` named by `data_config.source`.
 
@@ -278,13 +323,16 @@ def load_source(data_config, seed=0):
         return synthetic_source(data_config, seed)
     if kind == "folder":
         return folder_source(data_config, seed)
+    if kind == "records":
+        return records_source(data_config, seed)
     return tfds_source(data_config, seed)
 
 
-def skip_undecodable(dataset, counter):
+def skip_undecodable(dataset, counter, keep_name=False):
     """(bytes, label, name) -> (bytes, label), dropping files that cannot be decoded.
 
     Each dropped file is named in a warning on stderr and counted in `counter`.
+    With keep_name the triples are kept whole.
     """
 
     def keep(data, label, name):
@@ -297,7 +345,8 @@ def skip_undecodable(dataset, counter):
 
         return tf.cond(ok, lambda: ok, skip)
 
-    return dataset.filter(keep).map(lambda data, label, name: (data, label))
+    dataset = dataset.filter(keep)
+    return dataset if keep_name else dataset.map(lambda data, label, name: (data, label))
 
 
 def train_pipeline(dataset, data_config, batch_size, seed, size=None, deterministic=False):

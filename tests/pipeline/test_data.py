@@ -64,6 +64,10 @@ def test_training_pipeline_reproducible_under_a_seed():
     assert first != epoch(2)
 
 
-def test_unavailable_source_is_reported():
-    with pytest.raises(NotImplementedError, match="folder:/x"):
-        load_source(data_config("data.source=folder:/x"))
+def test_missing_sources_are_reported(tmp_path):
+    from pipeline.data import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        load_source(data_config(f"data.source=folder:{tmp_path / 'x'}"))
+    with pytest.raises(DataError, match="pipeline.prepare"):
+        load_source(data_config(f"data.source=records:{tmp_path}"))

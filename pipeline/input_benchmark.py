@@ -1,0 +1,125 @@
+"""Measure the training input pipeline alone, beside a plain reference pipeline.
+
+    python -m pipeline.input_benchmark                       # synthetic 500x375 JPEGs
+    python -m pipeline.input_benchmark --images path/to/jpegs --repeats 5
+
+Three pipelines read the same files and produce batches of 224x224x3 float32:
+    reference  decode_jpeg -> resize shorter side to 256 -> centre 256 -> random
+               224 crop -> flip; parallel map, prefetch (the plain published recipe)
+    project    the training pipeline of pipeline.data (decodes only the crop
+               window, adds PCA colour noise; skips bad files)
+    prepared   the project pipeline reading TFRecords that `pipeline.prepare`
+               wrote once at shorter side 256
+Each figure is the median of --repeats passes after a warm-up batch, with the
+spread (min-max), in images/s and images/s per CPU core.
+"""
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pipeline.input_benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=pathlib.Path, help="a folder of JPEGs (default: synthetic 500x375 JPEGs)")
+    parser.add_argument("--count", type=int, default=512, help="synthetic JPEGs to write")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=2, help="passes over the files per measurement")
+    return parser.parse_args(argv)
+
+
+def write_synthetic_jpegs(folder, count, height=375, width=500, seed=0):
+    """Photo-like JPEGs (smooth colour fields with grain) of ImageNet's typical size."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    (folder / "c0").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        base = tf.image.resize(rng.uniform(0, 255, (6, 8, 3)), [height, width]).numpy()
+        image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        (folder / "c0" / f"{i:05d}.JPEG").write_bytes(tf.io.encode_jpeg(image, quality=90).numpy())
+
+
+def reference_pipeline(paths, batch_size, seed=0):
+    """The plain pipeline to beat: full decode, full resize, then crop."""
+    import tensorflow as tf
+
+    from pipeline.augment import center_crop, resize_shorter_side
+
+    def load(path):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        image = center_crop(resize_shorter_side(image, 256), 256)
+        image = tf.image.random_crop(image, [224, 224, 3], seed=seed)
+        return tf.image.random_flip_left_right(image, seed=seed), 0
+
+    dataset = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed)
+    return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def measure(make_dataset, repeats, passes):
+    """Median and spread of images/s over `repeats` timed iterations of `passes` epochs."""
+    dataset = make_dataset().repeat(passes)
+    next(iter(make_dataset()))  # warm-up: graph tracing, file cache
+    rates = []
+    for _ in range(repeats):
+        count = 0
+        start = time.perf_counter()
+        for images, _ in dataset:
+            count += int(images.shape[0])
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    from pipeline.config import load_config
+    from pipeline.data import build_datasets
+    from pipeline.prepare import prepare
+
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        folder = args.images
+        if folder is None:
+            folder = tmp / "jpegs"
+            write_synthetic_jpegs(folder, args.count)
+            print(f"Wrote {args.count} synthetic 500x375 JPEGs")
+        # A flat folder of JPEGs becomes one class.
+        if not any(p.is_dir() for p in folder.iterdir()):
+            linked = tmp / "linked" / "c0"
+            linked.mkdir(parents=True)
+            for path in folder.iterdir():
+                (linked / path.name).symlink_to(path.resolve())
+            folder = linked.parent
+        paths = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+        common = [
+            "data.image_size=224", "data.resize=256", "data.cache=false", "data.validation_fraction=0.01",
+            "data.augment.crop=random", "data.augment.flip=true", "data.augment.pca_noise=0.1",
+        ]  # fmt: skip
+        config = load_config([], [f"data.source=folder:{folder}", *common])
+        prepare(config, tmp / "prepared")
+        prepared = load_config([], [f"data.source=records:{tmp / 'prepared'}", *common])
+
+        rows = [
+            ("reference", measure(lambda: reference_pipeline(paths, args.batch_size), args.repeats, args.passes)),
+            ("project", measure(lambda: build_datasets(config.data, args.batch_size).train, args.repeats, args.passes)),
+            ("prepared", measure(lambda: build_datasets(prepared.data, args.batch_size).train, args.repeats, args.passes)),
+        ]
+    print(f"\nInput pipeline, {len(paths)} files, batch {args.batch_size}, {cores} CPU cores, TF {tf.__version__}")
+    print(f"{'pipeline':<10} {'images/s':>9} {'per core':>9} {'spread':>15} {'vs reference':>13}")
+    reference = rows[0][1][0]
+    for name, (median, low, high) in rows:
+        print(f"{name:<10} {median:9.0f} {median / cores:9.0f} {low:7.0f}-{high:<7.0f} {median / reference:12.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
