@@ -369,6 +369,7 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, determinis
         # Nothing random: transform once, then cache the model-ready images.
         dataset = dataset.map(lambda image, label: (transform(image, tf.zeros([2], tf.int64)), label),
                               num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.ignore_errors(log_warning=True)  # see below
         if data_config.cache:
             dataset = dataset.cache()
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -383,6 +384,9 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, determinis
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
+    # Backstop for a file that passes the cheap guard yet fails to decode (a
+    # corrupt body): TensorFlow logs the error and the image is dropped.
+    dataset = dataset.ignore_errors(log_warning=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -392,6 +396,7 @@ def eval_pipeline(dataset, data_config, batch_size, crops=None, cache=None):
     if data_config.cache if cache is None else cache:
         dataset = dataset.cache()
     dataset = dataset.map(lambda image, label: (transform(image), label), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.ignore_errors(log_warning=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
