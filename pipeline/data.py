@@ -418,7 +418,8 @@ def build_datasets(data_config, batch_size, seed=0):
         train, validation = skip_undecodable(train, skipped), skip_undecodable(validation, skipped)
     return Datasets(
         train=train_pipeline(train, data_config, batch_size, seed, size=source.train_size),
-        validation=eval_pipeline(validation, data_config, batch_size),
+        # Not cached: 50,000 ImageNet validation photos would not fit in memory.
+        validation=eval_pipeline(validation, data_config, batch_size, cache=False),
         class_names=source.class_names,
         train_size=source.train_size,
         validation_size=source.validation_size,

@@ -1,34 +1,125 @@
-"""Writing a trained model out: model.keras for Keras users, a SavedModel for serving."""
+"""Writing a trained model out: model.keras for Keras users, a SavedModel for serving.
 
-import keras
-import tensorflow as tf
+    python -m pipeline.export runs/<name>                       # re-export saved_model/ from model.keras
+    python -m pipeline.export runs/<name> --model other.keras   # ... from another saved Keras model
+
+The SavedModel is self-contained: the evaluation preprocessing and the class
+names are inside it, so `tf.saved_model.load` and `saved_model_cli` serve it
+with no project code. Its signatures:
+
+    serving_default     image_bytes: string [N], encoded JPEG, PNG, GIF or BMP
+                        (decoded by content; a GIF gives its first frame),
+                        resized so the shorter side is data.resize, centre-cropped
+                        to data.image_size.
+    serve_preprocessed  image: float32 [N, S, S, 3], RGB in [0, 255], already
+                        resized and cropped (S = data.image_size).
+    class_names         no input; class_names: string [classes].
+
+Both image signatures return probabilities (float32 [N, classes]) and the k =
+min(5, classes) most probable classes: top5_indices (int32 [N, k]),
+top5_names (string [N, k]) and top5_probabilities (float32 [N, k]).
+"""
+
+import argparse
+import pathlib
+import shutil
+import sys
+
+SAVED_MODEL_DIR = "saved_model"
+KERAS_FILE = "model.keras"
+ENDPOINTS = ("serving_default", "serve_preprocessed", "class_names")
+# The paper reports top-5 error; the signatures return that many candidates.
+TOP_K = 5
 
 
-def export_saved_model(model, path, image_size):
-    """Writes a SavedModel whose `serving_default` maps images to class probabilities.
+def export_saved_model(model, path, class_names, image_size, resize):
+    """Writes a SavedModel with encoded-image and preprocessed-image signatures.
+
+    The directory is written beside `path` first and moved into place, so a
+    failed export leaves an existing SavedModel untouched.
 
     Args:
-        model: the trained AlexNet (logits out).
-        path: the SavedModel directory to write.
-        image_size: the model's square input size.
+        model: the trained AlexNet (logits out, [N, S, S, 3] input in [0, 255]).
+        path: the SavedModel directory to write (replaced if it exists).
+        class_names: names in class-index order; stored in the SavedModel.
+        image_size: the model's square input size S.
+        resize: shorter side of an image before the centre crop (evaluation
+            preprocessing, as `pipeline.augment.EvalTransform`).
 
-    The signature takes `image`: float32 [batch, image_size, image_size, 3] RGB
-    pixel values in [0, 255] (resized and cropped), and returns `probabilities`:
-    float32 [batch, num_classes].
+    Returns:
+        `pathlib.Path` of the written directory.
+
+    Raises:
+        ValueError: when the model's output width or input size does not match
+            `class_names` or `image_size`.
     """
+    import keras
+    import tensorflow as tf
+
+    from pipeline.augment import EvalTransform
+
+    path = pathlib.Path(path)
+    class_names = [str(name) for name in class_names]
+    num_classes = int(model.output_shape[-1])
+    if num_classes != len(class_names):
+        raise ValueError(f"the model has {num_classes} outputs but {len(class_names)} class names were given")
+    if tuple(model.input_shape[1:]) != (image_size, image_size, 3):
+        raise ValueError(f"the model takes {model.input_shape[1:]} inputs, not {image_size}x{image_size}x3")
+    top_k = min(TOP_K, num_classes)
+    # float32 whatever the global precision policy: resizing in half precision would shift pixel values.
+    transform = EvalTransform(image_size, resize=resize, crops=1, dtype="float32")
+
+    def outputs(images):
+        probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), axis=-1)
+        top_probabilities, top_indices = tf.math.top_k(probabilities, k=top_k)
+        # A graph constant: the names travel inside the SavedModel, no asset file to lose.
+        names = tf.constant(class_names, dtype=tf.string)
+        return {
+            "probabilities": probabilities,
+            "top5_indices": top_indices,
+            "top5_names": tf.gather(names, top_indices),
+            "top5_probabilities": top_probabilities,
+        }
+
+    def decode(image_bytes):
+        # By content, not by file name: a PNG saved as .JPEG is common in scraped data.
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        return transform(image)
+
+    def serve_encoded(image_bytes):
+        images = tf.map_fn(
+            decode, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32)
+        )
+        return outputs(images)
+
+    def serve_preprocessed(image):
+        return outputs(image)
+
+    def names():
+        return {"class_names": tf.constant(class_names, dtype=tf.string)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-
-    def serve(image):
-        logits = model(image, training=False)
-        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
-
     archive.add_endpoint(
         name="serving_default",
-        fn=serve,
+        fn=serve_encoded,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+    )
+    archive.add_endpoint(
+        name="serve_preprocessed",
+        fn=serve_preprocessed,
         input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="image")],
     )
-    archive.write_out(str(path), verbose=False)
+    archive.add_endpoint(name="class_names", fn=names, input_signature=[])
+
+    staging = path.with_name(f".{path.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    archive.write_out(str(staging), verbose=False)
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+    return path
 
 
 def export_run(model, run_dir, config, class_names):
@@ -43,12 +134,111 @@ def export_run(model, run_dir, config, class_names):
     Returns:
         The paths written.
     """
-    export_config, image_size = config.export, config.data.image_size
+    run_dir = pathlib.Path(run_dir)
     written = []
-    if export_config.keras:
-        model.save(run_dir / "model.keras")
-        written.append(run_dir / "model.keras")
-    if export_config.saved_model:
-        export_saved_model(model, run_dir / "saved_model", image_size)
-        written.append(run_dir / "saved_model")
+    if config.export.keras:
+        model.save(run_dir / KERAS_FILE)
+        written.append(run_dir / KERAS_FILE)
+    if config.export.saved_model:
+        written.append(
+            export_saved_model(
+                model, run_dir / SAVED_MODEL_DIR, class_names, config.data.image_size, config.data.resize
+            )
+        )
     return written
+
+
+def read_labels(run_dir):
+    """The class names of a run, from its labels.txt (one per line, in class-index order).
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        The list of names.
+
+    Raises:
+        FileNotFoundError: when the run has no labels.txt.
+    """
+    from pipeline.rundir import LABELS_FILE
+
+    return pathlib.Path(run_dir, LABELS_FILE).read_text().splitlines()
+
+
+def load_run_model(run_dir, model_path=None):
+    """The run's config and its trained Keras model.
+
+    Args:
+        run_dir: the run directory.
+        model_path: a saved Keras model to load instead of `<run>/model.keras`.
+
+    Returns:
+        (`Config`, uncompiled `keras.Model`).
+
+    Raises:
+        ConfigError: the run directory, its config.yaml or the model file is
+            missing, or the config is invalid.
+    """
+    from pipeline.config import ConfigError, build_config, load_yaml
+    from pipeline.rundir import CONFIG_FILE
+
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory not found: {run_dir}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} holds no {CONFIG_FILE}: it is not a run directory")
+    config = build_config(load_yaml(run_dir / CONFIG_FILE))
+    model_path = pathlib.Path(model_path) if model_path else run_dir / KERAS_FILE
+    if not model_path.is_file():
+        raise ConfigError(
+            f"{model_path} not found: the run is unfinished, or was trained with export.keras=false; "
+            "train it to the end first (the same command resumes it)"
+        )
+    import keras
+
+    import model_defs.layers  # noqa: F401  (registers the custom layers for deserialization)
+
+    return config, keras.models.load_model(model_path, compile=False)
+
+
+def parse_args(argv=None):
+    """The command line of `python -m pipeline.export` (argv: None reads sys.argv)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.export", description="Re-export a run's SavedModel from its saved Keras model."
+    )
+    parser.add_argument("run_dir", type=pathlib.Path, help="the run directory, e.g. runs/quickstart")
+    parser.add_argument("--model", type=pathlib.Path, help="a .keras file to export instead of <run>/model.keras")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Re-exports a run's SavedModel.
+
+    Args:
+        argv: command-line arguments (None: sys.argv).
+
+    Returns:
+        The exit status: 0, or 2 for a missing or unfinished run.
+    """
+    args = parse_args(argv)
+    from pipeline.config import ConfigError
+    from pipeline.rundir import LABELS_FILE
+
+    try:
+        config, model = load_run_model(args.run_dir, args.model)
+        try:
+            class_names = read_labels(args.run_dir)
+        except FileNotFoundError:
+            raise ConfigError(f"{args.run_dir} holds no {LABELS_FILE}: the class names are unknown") from None
+        path = export_saved_model(
+            model, args.run_dir / SAVED_MODEL_DIR, class_names, config.data.image_size, config.data.resize
+        )
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Wrote {path} ({len(class_names)} classes; signatures: {', '.join(ENDPOINTS)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
