@@ -3,11 +3,16 @@
 runs/<name>/
     config.yaml      resolved config, written before training starts
     logs/            TensorBoard
-    backup/          BackupAndRestore state of an unfinished run
+    backup/          the training state of an unfinished run (pipeline.callbacks.RunBackup)
     model.keras      the trained Keras model
     saved_model/     the exported SavedModel
     labels.txt       class names, one per line, in class-index order
     metrics.json     final figures; its presence marks the run as finished
+
+A run ends in this order: last epoch backed up, exports written, metrics.json
+written, backup/ deleted. A kill at any point before metrics.json leaves a
+backup, so the same command resumes (and, when every epoch is done, only
+exports again); a kill after it leaves a finished run.
 """
 
 import fcntl
@@ -30,14 +35,28 @@ class RunDirError(ConfigError):
     """The run directory cannot be used as asked (finished, busy, or another config)."""
 
 
+def fsync_path(path):
+    """Flushes a file (or a directory's entries) to disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
+    handle = os.open(path, flags)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def atomic_write_text(path, text):
-    """Writes text to path through a temporary file and a rename: never half a file."""
+    """Writes text to path through a temporary file and a rename: never half a file.
+
+    The file is flushed before the rename and the directory after it, so a
+    crash leaves either the old content or the new one.
+    """
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+    fsync_path(tmp)
     os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 class RunDir:
@@ -131,6 +150,23 @@ class RunDir:
         if not path.is_file():
             return None
         return build_config(yaml.safe_load(path.read_text()))
+
+    def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE)):
+        """Deletes what an earlier attempt left before its first backup (logs, exports).
+
+        Used when an unfinished run has no backup and so trains from epoch 0
+        again: stale TensorBoard events would otherwise draw two curves.
+
+        Args:
+            keep: names in the run directory to leave alone.
+        """
+        for entry in self.path.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     def write_metrics(self, figures):
         atomic_write_text(self.path / METRICS_FILE, json.dumps(figures, indent=2, sort_keys=True) + "\n")

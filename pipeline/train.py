@@ -3,17 +3,23 @@
     python -m pipeline.train                                   # configs/quickstart.yaml
     python -m pipeline.train --config configs/imagenet2012.yaml
     python -m pipeline.train --config a.yaml --config b.yaml --set train.epochs=3
+    python -m pipeline.train --worker-hosts a:2222,b:2222 --task-index 0   # on host a (1 on host b)
 
 The run directory (runs/<name> by default) receives config.yaml before
-training, TensorBoard logs, BackupAndRestore state, model.keras, saved_model/,
-labels.txt and metrics.json. The same command on an unfinished run resumes it;
-on a finished run it refuses unless --overwrite is given.
+training, TensorBoard logs, the backup of the training state, model.keras,
+saved_model/, labels.txt and metrics.json. The same command on an unfinished
+run resumes it (after a kill, too); on a finished run it refuses unless
+--overwrite is given. Under multi-worker training only the chief (worker 0)
+writes the run directory.
 """
 
 import argparse
+import contextlib
+import math
 import pathlib
+import shutil
 import sys
-import time
+import tempfile
 
 from pipeline.config import ConfigError, load_config
 
@@ -28,44 +34,96 @@ def parse_args(argv=None):
                         help="override one dotted key, e.g. --set train.optimizer.learning_rate=0.005")
     parser.add_argument("--run-dir", type=pathlib.Path, help="run directory (default: runs/<name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in the run directory")
+    parser.add_argument("--worker-hosts", metavar="HOST:PORT,...",
+                        help="multi-worker training: every worker's host:port, the same list on every worker "
+                             "(worker 0 is the chief); stands for the TF_CONFIG environment variable")
+    parser.add_argument("--task-index", type=int, metavar="I", help="with --worker-hosts: this worker's position")
     return parser.parse_args(argv)
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets Keras' global dtype policy for the enclosed block, then restores the previous one.
+
+    Layers take the global policy when they are created, so a model built
+    inside the block keeps it; the global itself must not leak into other
+    models of the process (tests, the tuner).
+
+    Args:
+        name: "float32", "mixed_float16" or "mixed_bfloat16".
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_model(config, num_classes):
-    """The AlexNet described by `config.model` and `config.data` (uncompiled)."""
+    """The AlexNet described by `config.model` and `config.data` (uncompiled).
+
+    Args:
+        config: the run's `Config`; `train.precision` sets the layers' dtype
+            policy (fc8's logits stay float32, LRN computes in float32).
+        num_classes: width of fc8.
+
+    Returns:
+        An uncompiled `keras.Model` with logits out.
+    """
     from model_defs.alexnet import build_alexnet
 
     m = config.model
-    return build_alexnet(
-        num_classes=num_classes,
-        input_size=config.data.image_size,
-        dropout=m.dropout,
-        lrn=m.lrn,
-        lrn_k=m.lrn_k,
-        lrn_n=m.lrn_n,
-        lrn_alpha=m.lrn_alpha,
-        lrn_beta=m.lrn_beta,
-        groups=m.groups,
-        widths=m.widths,
-        fc_units=m.fc_units,
-        init=m.init,
-        weight_decay=config.train.optimizer.weight_decay,
-        mean=m.mean,
-        std=m.std,
-        seed=config.seed,
-    )
+    with dtype_policy(config.train.precision):
+        return build_alexnet(
+            num_classes=num_classes,
+            input_size=config.data.image_size,
+            dropout=m.dropout,
+            lrn=m.lrn,
+            lrn_k=m.lrn_k,
+            lrn_n=m.lrn_n,
+            lrn_alpha=m.lrn_alpha,
+            lrn_beta=m.lrn_beta,
+            groups=m.groups,
+            widths=m.widths,
+            fc_units=m.fc_units,
+            init=m.init,
+            weight_decay=config.train.optimizer.weight_decay,
+            mean=m.mean,
+            std=m.std,
+            seed=config.seed,
+        )
 
 
 def compile_model(model, config, num_classes, learning_rate=None):
-    """Compiles with the paper's SGD, cross-entropy on logits, and top-1/top-5 error."""
+    """Compiles with the paper's SGD, cross-entropy on logits, and top-1/top-5 error.
+
+    Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer
+    itself (dynamic loss scaling); the loss is computed on float32 logits.
+
+    Args:
+        model: from `build_model` (inside the strategy's scope when distributed).
+        config: the run's `Config`.
+        num_classes: for the top-5 metric (only with more than 5 classes).
+        learning_rate: initial rate; None takes `train.optimizer.learning_rate`
+            after `train.lr_scaling`.
+
+    Returns:
+        The same model, compiled.
+    """
     import keras
 
+    from pipeline.distribute import scaled_learning_rate
     from pipeline.metrics import error_metrics
 
     opt = config.train.optimizer
     model.compile(
         optimizer=keras.optimizers.SGD(
-            learning_rate=learning_rate or opt.learning_rate, momentum=opt.momentum, nesterov=opt.nesterov
+            learning_rate=learning_rate or scaled_learning_rate(config.train),
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=error_metrics(num_classes),
@@ -74,33 +132,67 @@ def compile_model(model, config, num_classes, learning_rate=None):
     return model
 
 
-def _callbacks(config, run, images_per_epoch):
-    import keras
+def build_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning_rate, backup, verbose=1):
+    """The callbacks of a training run, in the order they must run.
 
-    from pipeline.callbacks import EpochStats, ReferenceLines
+    Args:
+        config: the run's `Config`.
+        log_dir: TensorBoard directory.
+        images_per_epoch: training images in one epoch (throughput).
+        steps_per_epoch: training steps in one epoch (schedules).
+        learning_rate: the base rate (after lr_scaling).
+        backup: the run's `RunBackup`; it goes last and is told about the
+            callbacks whose state it must save.
+        verbose: 0 silences the plateau schedule's messages.
 
-    log_dir = str(run.sub("logs"))
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.sub("backup")), save_freq="epoch", delete_checkpoint=True),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    schedule = config.train.schedule
-    if schedule.name == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=schedule.monitor,
-                factor=schedule.factor,
-                patience=schedule.patience,
-                min_lr=config.train.optimizer.learning_rate * schedule.factor**schedule.max_reductions * 0.999,
-                verbose=1,
-            )
-        )
-    callbacks += [
+    Returns:
+        A list of Keras callbacks.
+    """
+    from pipeline.callbacks import EpochStats, ReferenceLines, RunTensorBoard, StopOnNaN
+    from pipeline.schedules import PlateauSchedule, schedule_callbacks
+
+    t = config.train
+    schedule = schedule_callbacks(t.schedule, learning_rate, t.epochs, steps_per_epoch, verbose=1 if verbose else 0)
+    plateau = [c for c in schedule if isinstance(c, PlateauSchedule)]
+    per_step = [c for c in schedule if not isinstance(c, PlateauSchedule)]
+    backup.stateful.update({"plateau": c for c in plateau})
+    log_dir = str(log_dir)
+    return [
+        StopOnNaN(),
+        *per_step,
         EpochStats(images_per_epoch),  # before TensorBoard: it adds to the logs TensorBoard writes
-        keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0),
+        RunTensorBoard(log_dir, write_graph=False, profile_batch=0),
         ReferenceLines(log_dir),
+        *plateau,  # after the logging: the logged rate is the one this epoch used
+        backup,  # last: it records what the others wrote and restores state after their resets
     ]
-    return callbacks
+
+
+def precision_note(precision, has_gpu):
+    """A warning line when a mixed precision will be slower than float32, else None.
+
+    On a CPU, half-precision convolutions are fast only with hardware support
+    (AVX512_BF16 or AMX for bfloat16, AVX512_FP16 or AMX-FP16 for float16);
+    without it TensorFlow converts and falls back to slow paths (measured:
+    mixed_bfloat16 about 9x slower than float32 on an AVX2 CPU).
+
+    Args:
+        precision: `train.precision`.
+        has_gpu: whether training runs on GPUs.
+    """
+    if precision == "float32" or has_gpu:
+        return None
+    try:
+        flags = set(pathlib.Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return None
+    wanted = {"mixed_bfloat16": {"avx512_bf16", "amx_bf16"}, "mixed_float16": {"avx512_fp16", "amx_fp16"}}[precision]
+    if flags & wanted:
+        return None
+    return (
+        f"warning: train.precision={precision} on a CPU without {' or '.join(sorted(wanted))}: expect it to be "
+        "several times slower than float32 (half-precision convolutions fall back to slow paths)"
+    )
 
 
 def _summary(figures, run_path):
@@ -127,86 +219,191 @@ def _summary(figures, run_path):
     return "\n".join(lines)
 
 
-def train(config, run_dir, overwrite=False):
+@contextlib.contextmanager
+def _run_directory(run_dir, config, cluster, overwrite):
+    """The chief's run directory, or a temporary one for the other workers."""
+    from pipeline.rundir import RunDir
+
+    if cluster.is_chief:
+        with RunDir(run_dir, config, overwrite=overwrite) as run:
+            yield run
+        return
+    # Other workers go through the same motions (saving may need every
+    # worker) in a directory nobody reads, deleted at the end.
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{config.name}-worker{cluster.task_index}-"))
+    try:
+        with RunDir(scratch / "run", config) as run:
+            yield run
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _announce_resume(run, backup_state, epochs):
+    if not run.resumed:
+        return
+    if backup_state is None:
+        print(f"{run.path} holds an unfinished run that stopped before its first backup: training it from the start.")
+        run.discard_attempt()
+    elif backup_state["epoch"] >= epochs:
+        print(f"Resuming the unfinished run in {run.path}: all {epochs} epochs are trained; exporting.")
+    else:
+        where = f"from epoch {backup_state['epoch'] + 1} of {epochs}"
+        if backup_state["step"]:
+            where += f" (backed up after step {backup_state['step']} of it; the epoch restarts from its first batch)"
+        print(f"Resuming the unfinished run in {run.path} {where}")
+
+
+def _input_pipelines(config, data, cluster):
+    """(training dataset, validation dataset, steps per epoch, images per epoch) as the trainer feeds them."""
+    import tensorflow as tf
+
+    t = config.train
+    train_ds, validation_ds = data.train, data.validation
+    if t.steps_per_epoch:
+        train_ds = train_ds.repeat()
+    if t.validation_steps:
+        # The first batches, every epoch. Truncating the dataset rather than
+        # passing validation_steps to fit: Keras 3.15's fit under a
+        # tf.distribute strategy raises StopIteration in the second epoch
+        # when validation_steps reaches the end of the validation data.
+        validation_ds = validation_ds.take(t.validation_steps)
+    if cluster.multi_worker and config.data.source.partition(":")[0] in ("digits", "synthetic", "folder"):
+        # No record files to split between workers (in memory, or a list of
+        # image files in one op): every worker runs the pipeline and keeps its
+        # share of each batch. tfds: and records: sources keep tf.data's AUTO
+        # policy, which gives each worker its own record files.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, validation_ds = train_ds.with_options(options), validation_ds.with_options(options)
+    steps_per_epoch = t.steps_per_epoch or math.ceil(data.train_size / t.batch_size)
+    images_per_epoch = steps_per_epoch * t.batch_size if t.steps_per_epoch else data.train_size
+    return train_ds, validation_ds, steps_per_epoch, images_per_epoch
+
+
+def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
     """Trains, evaluates and exports one run.
 
     Args:
         config: a validated `Config`.
         run_dir: the run directory.
         overwrite: replace a finished run there.
+        tf_config: multi-worker cluster as a TF_CONFIG dict (None: the
+            TF_CONFIG environment variable, if any).
+        loop: "auto" (`model.fit`; the `strategy.run` loop under
+            multi_worker), "fit" or "custom" to force one.
 
     Returns:
         The final figures (also written to metrics.json).
 
     Raises:
         RunDirError: the run directory is finished, busy or holds another config.
+        TrainingDiverged: the loss became NaN or infinite.
     """
-    from pipeline.rundir import RunDir
+    from pipeline import distribute
 
-    with RunDir(run_dir, config, overwrite=overwrite) as run:
+    # Before any other TensorFlow work: multi-worker collectives are configured at start-up.
+    cluster = distribute.make_cluster(config.train, tf_config)
+    with _run_directory(run_dir, config, cluster, overwrite) as run:
         import keras
 
+        from pipeline.callbacks import RunBackup
         from pipeline.data import build_datasets
         from pipeline.export import export_run
 
-        if run.resumed:
-            print(f"Resuming the unfinished run in {run.path}")
-        keras.utils.set_random_seed(config.seed)
         t = config.train
+        backup = RunBackup(run.sub("backup"), save_freq=t.backup_every_steps or "epoch")
+        _announce_resume(run, backup.read_state(), t.epochs)
+        keras.utils.set_random_seed(config.seed)
         data = build_datasets(config.data, t.batch_size, seed=config.seed)
         run.write_labels(data.class_names)
-        model = compile_model(build_model(config, data.num_classes), config, data.num_classes)
+        learning_rate = distribute.scaled_learning_rate(t)
+        with cluster.strategy.scope():
+            model = compile_model(build_model(config, data.num_classes), config, data.num_classes, learning_rate)
+            # Built here, in the scope, so its variables are distributed like the
+            # model's, and a backup can be loaded into them.
+            model.optimizer.build(model.trainable_variables)
 
-        train_ds = data.train
-        if t.steps_per_epoch:
-            train_ds = train_ds.repeat()
-            images_per_epoch = t.steps_per_epoch * t.batch_size
-        else:
-            images_per_epoch = data.train_size
+        train_ds, validation_ds, steps_per_epoch, images_per_epoch = _input_pipelines(config, data, cluster)
+        verbose = t.verbose if cluster.is_chief else 0
+        callbacks = build_callbacks(
+            config, run.sub("logs"), images_per_epoch, steps_per_epoch, learning_rate, backup, verbose
+        )
         print(
             f"{config.name}: {data.train_size} training / {data.validation_size} validation images, "
             f"{data.num_classes} classes, {config.data.image_size}x{config.data.image_size} input, "
-            f"{model.count_params():,} parameters, batch {t.batch_size}"
+            f"{model.count_params():,} parameters, precision {t.precision}\n"
+            + cluster.describe(t.batch_size, learning_rate, t)
         )
-        start = time.perf_counter()
-        history = model.fit(
-            train_ds,
-            validation_data=data.validation,
-            epochs=t.epochs,
-            steps_per_epoch=t.steps_per_epoch,
-            validation_steps=t.validation_steps,
-            callbacks=_callbacks(config, run, images_per_epoch),
-            verbose=t.verbose,
-            shuffle=False,  # the dataset shuffles itself
-        )
-        wall = time.perf_counter() - start
-        if model.stop_training and len(history.epoch) and history.epoch[-1] + 1 < t.epochs:
-            raise RuntimeError(
-                "training stopped early: the loss became NaN or infinite. Lower "
-                "train.optimizer.learning_rate, or check the input data."
+        note = precision_note(t.precision, any("GPU" in d.upper() for d in cluster.devices))
+        if note:
+            print(note)
+        if loop == "custom" or (loop == "auto" and cluster.multi_worker):
+            distribute.fit_distributed(
+                model,
+                cluster.strategy,
+                train_ds,
+                t.epochs,
+                steps_per_epoch,
+                validation_data=validation_ds,
+                callbacks=callbacks,
+                verbose=verbose,
+                repeated=bool(t.steps_per_epoch),
+                on_train_begin=lambda: distribute.sync_from_chief(cluster, model, backup),
             )
-        final = {k: float(v[-1]) for k, v in history.history.items()} if history.epoch else {}
-        figures = {
-            "epochs": t.epochs,
-            "wall_seconds": wall,
-            **{k: final[k] for k in sorted(final)},
-        }
+        else:
+            model.fit(
+                train_ds,
+                validation_data=validation_ds,
+                epochs=t.epochs,
+                steps_per_epoch=t.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the dataset shuffles itself
+            )
+
+        # The figures of the whole run, earlier sessions included (the backup keeps them).
+        last = backup.history[-1] if backup.history else {}
+        figures = {"epochs": len(backup.history), "wall_seconds": backup.train_seconds(), **dict(sorted(last.items()))}
         figures.setdefault("images_per_second", float("nan"))
+        if cluster.multi_worker:
+            print(f"Worker {cluster.task_index} of {cluster.workers}: final weights {distribute.weights_digest(model)}")
+        # Order matters for resuming: exports, then metrics.json (the run is
+        # finished), then the backup goes. See pipeline/rundir.py.
         export_run(model, run.path, config, data.class_names)
         run.write_metrics(figures)
-        print(_summary(figures, run.path))
+        backup.delete()
+        if cluster.is_chief:
+            print(_summary(figures, run.path))
         return figures
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from pipeline import distribute
+
     try:
+        tf_config = None
+        if args.worker_hosts is not None or args.task_index is not None:
+            if args.worker_hosts is None or args.task_index is None:
+                raise ConfigError("--worker-hosts and --task-index go together")
+            tf_config = distribute.tf_config(args.worker_hosts.split(","), args.task_index)
         config = load_config(args.config, args.set)
+        if tf_config and config.train.strategy not in ("auto", "multi_worker"):
+            raise ConfigError(
+                f"--worker-hosts needs train.strategy auto or multi_worker, not {config.train.strategy}"
+            )
         run_dir = args.run_dir or DEFAULT_RUNS / config.name
-        train(config, run_dir, overwrite=args.overwrite)
+        train(config, run_dir, overwrite=args.overwrite, tf_config=tf_config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from pipeline.callbacks import TrainingDiverged
+
+        if not isinstance(exc, TrainingDiverged):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

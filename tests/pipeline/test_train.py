@@ -42,6 +42,12 @@ def scalars(log_dir, tag):
     return [float(tf.make_ndarray(event.tensor_proto)) for event in acc.Tensors(tag)]
 
 
+def event_steps(log_dir, tag):
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return [event.step for event in acc.Tensors(tag)]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
@@ -81,7 +87,7 @@ def test_saved_model_matches_keras_model(finished_run):
     served = tf.saved_model.load(str(finished_run / "saved_model"))
     x = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
     expected = tf.nn.softmax(model(x, training=False)).numpy()
-    got = served.signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy()
+    got = served.signatures["serve_preprocessed"](image=tf.constant(x))["probabilities"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -137,3 +143,54 @@ def test_second_process_on_the_same_run_is_refused(tmp_path):
             with RunDir(run_dir, config):
                 pass
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_precision_policy_is_applied_to_the_model_only(precision):
+    config = load_config([], TINY + [f"train.precision={precision}"])
+    model = train.compile_model(train.build_model(config, 8), config, 8)
+    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
+    compute = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}[precision]
+    assert model.get_layer("conv1").compute_dtype == compute
+    assert model.get_layer("conv1").kernel.dtype == "float32"  # variables stay float32
+    assert model.get_layer("fc8").compute_dtype == "float32"  # logits, softmax and loss in float32
+    # Keras scales the loss itself where float16 needs it.
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_each_precision_trains_and_exports_float32_probabilities(tmp_path, precision):
+    config = load_config([], TINY + [
+        f"train.precision={precision}", "train.epochs=1", "train.steps_per_epoch=2", "train.validation_steps=1",
+        "export.keras=false",
+    ])
+    figures = train.train(config, tmp_path / precision)
+    assert np.isfinite(figures["loss"]) and np.isfinite(figures["val_loss"])
+    served = tf.saved_model.load(str(tmp_path / precision / "saved_model"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    probabilities = served.signatures["serve_preprocessed"](image=tf.constant(x))["probabilities"]
+    assert probabilities.dtype == tf.float32
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_a_clear_message_and_no_bad_backup(tmp_path, capsys):
+    run_dir = tmp_path / "diverged"
+    assert train.main(args(run_dir, "train.optimizer.learning_rate=1000000.0", "train.epochs=3")) == 1
+    err = capsys.readouterr().err
+    assert "the training loss became nan" in err and "Lower train.optimizer.learning_rate" in err
+    assert not (run_dir / "metrics.json").exists()
+    state = run_dir / "backup" / "state.json"
+    if state.exists():  # an epoch that ended before the divergence may be backed up, never a diverged one
+        assert all(np.isfinite(e["loss"]) for e in json.loads(state.read_text())["history"])
+
+
+def test_half_precision_on_a_cpu_without_support_is_flagged(monkeypatch):
+    monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : fpu sse2 avx2 fma f16c")
+    assert "slower than float32" in train.precision_note("mixed_bfloat16", has_gpu=False)
+    assert "avx512_fp16" in train.precision_note("mixed_float16", has_gpu=False)
+    assert train.precision_note("mixed_bfloat16", has_gpu=True) is None
+    assert train.precision_note("float32", has_gpu=False) is None
+    monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : avx512f avx512_bf16 amx_bf16")
+    assert train.precision_note("mixed_bfloat16", has_gpu=False) is None

@@ -1,0 +1,64 @@
+"""The benchmark's FLOP count (exact, from the paper's shapes) and its report; no timings are asserted."""
+
+import pytest
+
+from model_defs.alexnet import build_alexnet
+from pipeline import benchmark
+
+# Forward multiply-adds of the paper's layers at 224x224 (section 3.5): output
+# positions x kernel size x output maps; grouped layers see half the input maps.
+PAPER_MACS = {
+    "conv1": 55 * 55 * (11 * 11 * 3) * 96,
+    "conv2": 27 * 27 * (5 * 5 * 48) * 256,
+    "conv3": 13 * 13 * (3 * 3 * 256) * 384,
+    "conv4": 13 * 13 * (3 * 3 * 192) * 384,
+    "conv5": 13 * 13 * (3 * 3 * 192) * 256,
+    "fc6": 6 * 6 * 256 * 4096,
+    "fc7": 4096 * 4096,
+    "fc8": 4096 * 1000,
+}
+
+
+@pytest.fixture(scope="module")
+def paper_models():
+    return build_alexnet(), build_alexnet(groups=1)
+
+
+def test_flops_of_each_layer_follow_the_paper_shapes(paper_models):
+    grouped, _ = paper_models
+    for name, macs in PAPER_MACS.items():
+        assert benchmark._layer_forward_flops(grouped.get_layer(name)) == 2 * macs, name
+    assert benchmark._layer_forward_flops(grouped.get_layer("conv1")) == 210_830_400
+    assert benchmark._layer_forward_flops(grouped.get_layer("pool1")) == 0
+
+
+def test_whole_model_flops_grouped_and_single_tower(paper_models):
+    grouped, single = paper_models
+    assert benchmark.forward_flops(grouped) == 1_448_813_632  # ~1.45 GFLOP forward
+    assert benchmark.training_flops(grouped) == 4_346_440_896
+    # One tower: conv2, conv4 and conv5 see all input maps, twice the multiply-adds.
+    assert benchmark.forward_flops(single) == 2_270_512_192  # ~2.27 GFLOP forward
+    assert benchmark.training_flops(single) == 6_811_536_576
+
+
+def test_options_map_onto_the_config():
+    args = benchmark.parse_args(["--precision", "mixed_bfloat16", "--groups", "1", "--jit", "--batch-size", "128"])
+    assert (args.precision, args.groups, args.jit, args.batch_size, args.fit) == ("mixed_bfloat16", 1, True, 128, True)
+    assert benchmark.parse_args(["--no-jit", "--no-fit"]).jit is False
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--repeats", "0"])
+
+
+@pytest.mark.slow
+def test_report_names_every_figure(capsys):
+    tiny = ["--set", "data.image_size=64", "--set", "data.resize=64", "--set", "model.fc_units=16"]
+    assert benchmark.main(tiny + ["--batch-size", "4", "--steps", "1", "--warmup", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("matmul float32", "training FLOPs/image", "step (in-memory batch)", "of the matmul rate",
+                  "fit (pipeline.train)", "of the step figure", "peak RSS"):
+        assert label in out, label
+
+
+def test_bad_override_exits_2(capsys):
+    assert benchmark.main(["--set", "model.groups=3"]) == 2
+    assert "model.groups" in capsys.readouterr().err
