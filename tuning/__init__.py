@@ -1,0 +1,1 @@
+"""KerasTuner search over the experiment config: `python -m tuning.search` (see tuning/search.py)."""

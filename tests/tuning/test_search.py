@@ -1,0 +1,356 @@
+"""`python -m tuning.search` on tiny synthetic data: checks, a real search, resume, distributed tuning."""
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import keras
+import keras_tuner
+import pytest
+import tensorflow as tf
+import yaml
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from pipeline.config import ConfigError, config_fingerprint, load_config
+from tuning import search
+from tuning.hypermodel import override_tree
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# A tiny experiment: 32 synthetic 64x64 images, 10 classes, a narrow fc6/fc7.
+TINY = {
+    "name": "tiny",
+    "data": {"source": "synthetic", "image_size": 64, "resize": 64, "num_examples": 32},
+    "model": {"fc_units": 32, "init": "glorot_uniform"},
+    "train": {"batch_size": 16, "verbose": 0},
+    "tune": {"tuner": "random", "max_trials": 3, "epochs": 1},
+}
+
+
+def write_experiment(directory, **changes):
+    tree = json.loads(json.dumps(TINY))
+    for section, values in changes.items():
+        tree[section].update(values)
+    path = pathlib.Path(directory) / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def trials(search_dir):
+    """trial id -> the trial.json KerasTuner wrote."""
+    return {p.parent.name.removeprefix("trial_"): json.loads(p.read_text())
+            for p in sorted(pathlib.Path(search_dir).glob("trial_*/trial.json"))}
+
+
+def oracle_state(search_dir):
+    return json.loads((pathlib.Path(search_dir) / "oracle.json").read_text())
+
+
+def train_event_files(search_dir, trial_id):
+    """Event files of a trial's training logs: one per time the trial ran."""
+    return list((pathlib.Path(search_dir) / "logs" / trial_id / "execution0" / "train").glob("events.out.tfevents.*"))
+
+
+def run_main(argv):
+    """main(argv) with its stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = search.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def subprocess_env(**extra):
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        env.pop(key, None)
+    return env
+
+
+# ---------------------------------------------------------------- checks before any trial
+
+
+def test_logged_metrics_follow_the_class_count():
+    assert search.logged_metrics(10) == [
+        "loss", "top1_error", "top5_error", "val_loss", "val_top1_error", "val_top5_error"]
+    assert search.logged_metrics(5) == ["loss", "top1_error", "val_loss", "val_top1_error"]
+
+
+def test_objective_must_be_logged():
+    search.check_objective("val_top5_error", 10)
+    search.check_objective("loss", None)
+    with pytest.raises(ConfigError, match=r"^tune\.objective: 'val_accuracy' is not a metric training logs"):
+        search.check_objective("val_accuracy", None)
+    with pytest.raises(ConfigError, match=r"^tune\.objective: 'val_top5_error' is not logged with 5 classes"):
+        search.check_objective("val_top5_error", 5)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("tune.objective=val_accuracy", "tune.objective"),
+        ("data.num_classes=5", "tune.objective"),  # the default val_top5_error needs more than 5 classes
+        ("tune.learning_rate={min: 0.1, max: 0.001, sampling: log}", "tune.learning_rate"),
+        ("tune.tuner=grid", "tune.tuner"),
+        ("tune.dropout={min: 0.5, max: 1.0}", "tune.dropout"),
+        ("train.strategy=multi_worker", "train.strategy"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_key_before_any_trial(tmp_path, override, key):
+    experiment = write_experiment(tmp_path)
+    search_dir = tmp_path / "search"
+    code, out, err = run_main(["--config", str(experiment), "--set", override, "--dir", str(search_dir)])
+    assert code == 2
+    assert err.startswith(f"error: {key}")
+    assert not search_dir.exists()
+
+
+def test_resuming_with_another_search_space_is_refused(tmp_path):
+    config = load_config([write_experiment(tmp_path)])
+    search_dir = tmp_path / "search"
+    search_dir.mkdir()
+    (search_dir / "config.yaml").write_text(config.to_yaml())
+    search.check_resumable(search_dir, load_config([write_experiment(tmp_path, tune={"max_trials": 9})]))
+    search.check_resumable(search_dir, load_config([write_experiment(tmp_path, train={"verbose": 2})]))
+    changed = load_config([write_experiment(tmp_path, tune={"dropout": {"min": 0.1, "max": 0.2}})])
+    with pytest.raises(ConfigError, match=r"holds a search with another config \(differs in: tune\.dropout\.max, tune\.dropout\.min\)"):
+        search.check_resumable(search_dir, changed)
+
+
+def test_table_lists_completed_trials_by_objective_then_the_rest():
+    def trial(trial_id, status, score, **values):
+        hp = keras_tuner.HyperParameters()
+        hp.values.update(values)
+        t = keras_tuner.engine.trial.Trial(hp, trial_id=trial_id, status=status)
+        t.score = score
+        if status == "FAILED":
+            t.message = "Traceback ...\nValueError: boom"
+        return t
+
+    oracle = types.SimpleNamespace(trials={t.trial_id: t for t in [
+        trial("0", "COMPLETED", 0.5, dropout=0.31, learning_rate=0.0101),
+        trial("1", "FAILED", None, dropout=0.62, learning_rate=0.0002),
+        trial("2", "COMPLETED", 0.25, dropout=0.45, learning_rate=0.00123456),
+        trial("3", "RUNNING", None, dropout=0.5, learning_rate=0.05),
+    ]})
+    rows = search.trial_rows(oracle)
+    assert [r.trial_id for r in rows] == ["2", "0", "1", "3"]
+    assert search.format_table(rows, ["dropout", "learning_rate"], "val_top5_error").splitlines() == [
+        "trial  dropout  learning_rate  val_top5_error  status",
+        "2      0.45     0.001235       0.2500          COMPLETED",
+        "0      0.31     0.0101         0.5000          COMPLETED",
+        "1      0.62     0.0002         -               FAILED",
+        "3      0.5      0.05           -               RUNNING",
+        "trial 1: ValueError: boom",
+    ]
+
+
+# ---------------------------------------------------------------- a real search
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory):
+    """Three 1-epoch trials via main(), in runs/tiny_search under a fresh working directory.
+
+    --train-best is given; the trainer is replaced by a recorder (the trainer
+    has its own tests), and keras.backend.clear_session is counted.
+    """
+    root = tmp_path_factory.mktemp("tune")
+    experiment = write_experiment(root)
+    trained, clears = [], []
+    real_clear = keras.backend.clear_session
+
+    def counting_clear(*args, **kwargs):
+        clears.append(1)
+        return real_clear(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setattr(keras.backend, "clear_session", counting_clear)
+        mp.setattr("pipeline.train.train", lambda config, run_dir, overwrite=False: trained.append((config, run_dir)))
+        code, out, err = run_main(["--config", str(experiment), "--train-best"])
+    return types.SimpleNamespace(root=root, experiment=experiment, dir=root / "runs" / "tiny_search",
+                                 code=code, out=out, err=err, trained=trained, clears=len(clears))
+
+
+def best_trial(found):
+    return min(found.values(), key=lambda t: (t["score"], t["trial_id"]))
+
+
+@pytest.mark.slow
+def test_search_runs_every_trial_and_prints_them_best_first(tiny_search):
+    assert tiny_search.code == 0, tiny_search.err
+    found = trials(tiny_search.dir)
+    assert sorted(found) == ["0", "1", "2"]
+    assert {t["status"] for t in found.values()} == {"COMPLETED"}
+    assert len({t["hyperparameters"]["values"]["learning_rate"] for t in found.values()}) == 3
+    by_score = sorted(found.values(), key=lambda t: (t["score"], t["trial_id"]))
+    table = tiny_search.out[tiny_search.out.index("trial  dropout"):].splitlines()
+    assert table[0] == "trial  dropout  learning_rate  val_top5_error  status"
+    assert [line.split()[0] for line in table[1:4]] == [t["trial_id"] for t in by_score]
+    for line, t in zip(table[1:4], by_score):
+        assert line.split()[3] == f"{t['score']:.4f}"
+        assert line.split()[4] == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_best_yaml_holds_only_the_best_trials_tuned_keys(tiny_search):
+    best = best_trial(trials(tiny_search.dir))
+    values = best["hyperparameters"]["values"]
+    written = yaml.safe_load((tiny_search.dir / "best.yaml").read_text())
+    assert written == {"model": {"dropout": values["dropout"]}, "train": {"optimizer": {"learning_rate": values["learning_rate"]}}}
+    assert written == override_tree(values)
+
+
+@pytest.mark.slow
+def test_best_yaml_round_trip_into_training(tiny_search):
+    values = best_trial(trials(tiny_search.dir))["hyperparameters"]["values"]
+    config = load_config([tiny_search.experiment, tiny_search.dir / "best.yaml"])
+    assert config.model.dropout == values["dropout"]
+    assert config.train.optimizer.learning_rate == values["learning_rate"]
+    assert config.name == "tiny" and config.train.epochs == 90  # the experiment's own training budget
+    # --train-best trained exactly that config, in runs/<name>_best.
+    [(trained, run_dir)] = tiny_search.trained
+    assert config_fingerprint(trained) == config_fingerprint(config)
+    assert pathlib.Path(run_dir) == pathlib.Path("runs") / "tiny_best"
+    # The comment in best.yaml is the command that does the same.
+    command = (tiny_search.dir / "best.yaml").read_text().splitlines()[1]
+    assert command == f"# Train it:  python -m pipeline.train --config {tiny_search.experiment} --config runs/tiny_search/best.yaml"
+
+
+@pytest.mark.slow
+def test_every_trial_is_in_tensorboard_with_its_hparams(tiny_search):
+    for trial_id, t in trials(tiny_search.dir).items():
+        log_dir = tiny_search.dir / "logs" / trial_id / "execution0"
+        hparams = None
+        for path in log_dir.glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name == "hparams":
+                        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                        if data.HasField("session_start_info"):
+                            hparams = {k: v.number_value for k, v in data.session_start_info.hparams.items()}
+        values = t["hyperparameters"]["values"]
+        assert hparams == pytest.approx({"dropout": values["dropout"], "learning_rate": values["learning_rate"]})
+        assert len(list((log_dir / "validation").glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.mark.slow
+def test_keras_session_is_cleared_before_every_trial(tiny_search):
+    assert tiny_search.clears == 3
+
+
+@pytest.mark.slow
+def test_a_larger_budget_runs_only_the_new_trials(tiny_search, tmp_path):
+    search_dir = tmp_path / "search"
+    shutil.copytree(tiny_search.dir, search_dir)
+    before = trials(search_dir)
+    code, out, err = run_main(["--config", str(tiny_search.experiment), "--dir", str(search_dir), "--set", "tune.max_trials=4"])
+    assert code == 0, err
+    after = trials(search_dir)
+    assert sorted(after) == ["0", "1", "2", "3"]
+    assert {k: after[k] for k in before} == before  # finished trials untouched
+    assert oracle_state(search_dir)["run_times"] == {"0": 1, "1": 1, "2": 1, "3": 1}
+    assert "Resuming the search" in out and "3 trial(s) completed" in out
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
+    experiment = write_experiment(tmp_path)
+    search_dir = tmp_path / "search"
+    command = [sys.executable, "-m", "tuning.search", "--config", str(experiment), "--dir", str(search_dir)]
+    env = subprocess_env()
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # Kill once the oracle has recorded the first finished trial.
+        deadline = time.monotonic() + 120
+        ended = []
+        while not ended and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                ended = oracle_state(search_dir)["end_order"]
+        assert process.poll() is None, process.stdout.read().decode()  # still searching: the kill interrupts it
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert len(ended) == 1 and len(ended) < 3
+    finished_first = ended[0]
+    assert len(train_event_files(search_dir, finished_first)) == 1
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Resuming the search" in rerun.stdout
+    found = trials(search_dir)
+    assert sorted(found) == ["0", "1", "2"]
+    assert {t["status"] for t in found.values()} == {"COMPLETED"}
+    state = oracle_state(search_dir)
+    assert sorted(state["end_order"]) == ["0", "1", "2"]
+    assert state["run_times"] == {"0": 1, "1": 1, "2": 1}
+    # The finished trial was not trained again (a second run would add an event file).
+    assert len(train_event_files(search_dir, finished_first)) == 1
+    assert (search_dir / "best.yaml").is_file()
+
+
+# ---------------------------------------------------------------- distributed tuning
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_split_the_trials(tmp_path):
+    experiment = write_experiment(tmp_path, tune={"max_trials": 4})
+    search_dir = tmp_path / "search"
+    port = str(free_port())
+    env = subprocess_env()
+
+    def start(tuner_id):
+        command = [sys.executable, "-m", "tuning.search", "--config", str(experiment), "--dir", str(search_dir),
+                   "--tuner-id", tuner_id, "--oracle-ip", "127.0.0.1", "--oracle-port", port]
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    processes = {name: start(name) for name in ("chief", "worker0", "worker1")}
+    outputs = {}
+    try:
+        for name, process in processes.items():
+            outputs[name] = process.communicate(timeout=300)[0]
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for name, process in processes.items():
+        assert process.returncode == 0, f"{name}:\n{outputs[name]}"
+
+    found = trials(search_dir)
+    assert sorted(found) == ["0", "1", "2", "3"]
+    assert {t["status"] for t in found.values()} == {"COMPLETED"}
+    state = oracle_state(search_dir)
+    assert state["run_times"] == {"0": 1, "1": 1, "2": 1, "3": 1}  # none ran twice
+    # A worker writes its state file at the end of each trial it ran: both ran trials.
+    assert (search_dir / "worker0.json").is_file() and (search_dir / "worker1.json").is_file()
+    for name in ("worker0", "worker1"):
+        assert "the chief reports the results" in outputs[name]
+        assert "trial  dropout" not in outputs[name]
+    # The chief reports all four, best first, and writes best.yaml.
+    best = best_trial(found)
+    assert "4 trial(s), best first" in outputs["chief"]
+    assert f"Best: trial {best['trial_id']}, val_top5_error {best['score']:.4f}" in outputs["chief"]
+    assert yaml.safe_load((search_dir / "best.yaml").read_text()) == override_tree(best["hyperparameters"]["values"])
