@@ -211,6 +211,8 @@ def _summary(figures, run_path):
             f"  validation top-5 error  {top5:7.2%}                       paper, one CNN: "
             f"{metrics.PAPER_ONE_CNN_TOP5:.1%}; 2012 winning ensemble: {metrics.PAPER_ENSEMBLE_TOP5:.1%}"
         )
+    if figures.get("skipped_images"):
+        lines.append(f"  {figures['skipped_images']} undecodable image files skipped (named in the warnings above)")
     lines += [
         "  (the paper's figures are ILSVRC-2012; compare like with like)",
         f"Run directory: {run_path}",
@@ -365,6 +367,13 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         last = backup.history[-1] if backup.history else {}
         figures = {"epochs": len(backup.history), "wall_seconds": backup.train_seconds(), **dict(sorted(last.items()))}
         figures.setdefault("images_per_second", float("nan"))
+        figures["skipped_images"] = int(data.skipped.numpy()) if data.skipped is not None else 0
+        if cluster.is_chief and figures["skipped_images"]:
+            import tensorflow as tf
+
+            # Undecodable files met in this session, each already named on stderr.
+            with tf.summary.create_file_writer(str(run.sub("logs") / "train")).as_default():
+                tf.summary.scalar("skipped_images", figures["skipped_images"], step=len(backup.history))
         if cluster.multi_worker:
             print(f"Worker {cluster.task_index} of {cluster.workers}: final weights {distribute.weights_digest(model)}")
         # Order matters for resuming: exports, then metrics.json (the run is

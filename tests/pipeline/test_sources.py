@@ -206,3 +206,21 @@ def test_a_corrupt_body_behind_valid_markers_is_dropped_not_fatal(tmp_path):
     images, _ = collect(datasets.train)
     assert images.shape[0] in (1, 2)  # libjpeg may recover some scrambled data; it must not raise
     assert np.isfinite(images).all()
+
+
+@pytest.mark.slow
+def test_training_counts_skipped_files_in_the_summary(tmp_path, capsys):
+    write_tree(tmp_path / "img", {
+        "train/a/1.JPEG": jpeg_bytes(seed=1), "train/a/2.JPEG": jpeg_bytes(seed=2), "train/a/empty.JPEG": b"",
+        "train/b/3.JPEG": jpeg_bytes(seed=3), "train/b/4.JPEG": jpeg_bytes(seed=4), "val/a/5.JPEG": jpeg_bytes(seed=5),
+        "val/b/6.JPEG": jpeg_bytes(seed=6),
+    })  # fmt: skip
+    argv = ["--run-dir", str(tmp_path / "run")]
+    for item in [f"data.source=folder:{tmp_path / 'img'}", *SMALL, "model.fc_units=16", "model.init=glorot_uniform",
+                 "train.epochs=1", "train.batch_size=2", "train.verbose=0", "export.saved_model=false"]:  # fmt: skip
+        argv += ["--set", item]
+    assert train.main(argv) == 0
+    assert "1 undecodable image files skipped" in capsys.readouterr().out
+    import json
+
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_images"] == 1
