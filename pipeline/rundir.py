@@ -134,7 +134,7 @@ class RunDir:
         if saved is None:
             raise RunDirError(f"{self.path} exists but holds no {CONFIG_FILE}; pass --overwrite or choose another --run-dir")
         if config_fingerprint(saved) != config_fingerprint(self.config):
-            changed = _changed_keys(saved.to_dict(), self.config.to_dict())
+            changed = changed_keys(saved.to_dict(), self.config.to_dict())
             raise RunDirError(
                 f"{self.path} holds an unfinished run with another config (differs in: {', '.join(changed)}); "
                 "pass --overwrite to start afresh, or choose another --run-dir"
@@ -178,12 +178,13 @@ class RunDir:
         return self.path / name
 
 
-def _changed_keys(old, new, prefix=""):
+def changed_keys(old, new, prefix=""):
+    """Dotted keys whose values differ between two nested dicts."""
     keys = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
+            keys += changed_keys(a, b, f"{prefix}{key}.")
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys

@@ -62,6 +62,7 @@ import time
 import yaml
 
 from pipeline.config import ConfigError, build_config, load_config
+from pipeline.rundir import changed_keys
 from tuning.hypermodel import TUNED_KEYS, check_search_space, override_tree, search_ranges
 
 DEFAULT_RUNS = pathlib.Path("runs")
@@ -251,17 +252,6 @@ def _comparable(config):
     return tree
 
 
-def _changed_keys(old, new, prefix=""):
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 def check_resumable(search_dir, config):
     """Refuses to resume a search that was started with another config.
 
@@ -279,7 +269,7 @@ def check_resumable(search_dir, config):
     old, new = _comparable(saved), _comparable(config)
     if old != new:
         raise ConfigError(
-            f"{search_dir} holds a search with another config (differs in: {', '.join(_changed_keys(old, new))}); "
+            f"{search_dir} holds a search with another config (differs in: {', '.join(changed_keys(old, new))}); "
             "pass --overwrite to start afresh, or choose another --dir"
         )
 
