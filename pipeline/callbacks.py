@@ -123,6 +123,27 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         )
 
 
+class ReleaseValidationIterator(keras.callbacks.Callback):
+    """Lets go of `model.fit`'s validation iterator as soon as each validation ends.
+
+    Keras 3.15's fit keeps its validation epoch iterator, with a live
+    iterator over the validation data, from one validation to the next and
+    discards it only when the next validation starts. With a truncated
+    validation set (`train.validation_steps`) that discard stalled 6-10 s in
+    about half of the epochs on a 2-core CPU (measured: 7 epochs of 6 steps,
+    stalls in 2-4 of them; none in 14 epochs with this callback). Resetting
+    the iterator right after validation releases it while nothing waits.
+
+    It reaches into Keras' private `_eval_epoch_iterator`; if a later Keras
+    renames it, the callback does nothing.
+    """
+
+    def on_test_end(self, logs=None):
+        iterator = getattr(self.model, "_eval_epoch_iterator", None)
+        if iterator is not None and hasattr(iterator, "reset"):
+            iterator.reset()
+
+
 class RunTensorBoard(keras.callbacks.TensorBoard):
     """`keras.callbacks.TensorBoard` that flushes its event files at the end of every epoch.
 

@@ -148,7 +148,7 @@ def build_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning
     Returns:
         A list of Keras callbacks.
     """
-    from pipeline.callbacks import EpochStats, ReferenceLines, RunTensorBoard, StopOnNaN
+    from pipeline.callbacks import EpochStats, ReferenceLines, ReleaseValidationIterator, RunTensorBoard, StopOnNaN
     from pipeline.schedules import PlateauSchedule, schedule_callbacks
 
     t = config.train
@@ -163,6 +163,7 @@ def build_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning
         EpochStats(images_per_epoch),  # before TensorBoard: it adds to the logs TensorBoard writes
         RunTensorBoard(log_dir, write_graph=False, profile_batch=0),
         ReferenceLines(log_dir),
+        ReleaseValidationIterator(),
         *plateau,  # after the logging: the logged rate is the one this epoch used
         backup,  # last: it records what the others wrote and restores state after their resets
     ]
