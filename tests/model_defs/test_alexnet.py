@@ -99,6 +99,31 @@ def test_lrn_matches_the_papers_formula():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_banded_lrn_and_its_gradient_equal_tensorflows_lrn(beta):
+    import tensorflow as tf
+
+    from model_defs.layers import _banded_lrn
+
+    # A large alpha, so that the windowed sum dominates k and every term shows.
+    k, n, alpha = 2.0, 5, 0.01
+    x = tf.constant(np.random.default_rng(1).normal(0, 10, (2, 4, 4, 16)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(2).normal(size=(2, 4, 4, 16)), tf.float32)
+    results = []
+    for lrn in (
+        lambda x: _banded_lrn(x, k, n, alpha, beta),
+        lambda x: tf.nn.local_response_normalization(x, depth_radius=n // 2, bias=k, alpha=alpha, beta=beta),
+    ):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = lrn(x)
+        results.append((y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()))
+    (y, grad), (expected_y, expected_grad) = results
+    np.testing.assert_allclose(y, expected_y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    assert np.abs(expected_grad - upstream.numpy() * expected_y / x.numpy()).max() > 1e-3  # the window term counts
+
+
 def test_lrn_in_half_precision_stays_finite():
     a = np.full((1, 2, 2, 8), 300.0, np.float32)  # squares overflow float16 (max 65504)
     layer = LocalResponseNormalization(dtype="mixed_float16")
