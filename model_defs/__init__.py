@@ -1,0 +1,27 @@
+"""AlexNet's layers and model (`model_defs.alexnet`), and the process settings they run best under.
+
+Importing this package (or `pipeline`, or `tuning`, which import it) before
+TensorFlow turns on TensorFlow's oneDNN CPU kernels unless the environment
+says otherwise. TensorFlow enables them by itself only on CPUs with AVX-512
+VNNI/BF16 or AMX; on the others (AVX2 CPUs such as AMD Zen) it falls back to
+Eigen kernels, and AlexNet's training step runs about 1.6x slower there
+(`python -m pipeline.benchmark`: 43 against 72 images/s, 128x128, batch 64,
+2-core AMD EPYC). `TF_ENABLE_ONEDNN_OPTS=0` keeps the Eigen kernels.
+"""
+
+import os
+import sys
+
+
+def prefer_onednn():
+    """Sets TF_ENABLE_ONEDNN_OPTS=1 unless it is set already or TensorFlow is loaded (too late then).
+
+    Returns:
+        True if the oneDNN kernels will be used by the TensorFlow this process loads.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+
+
+prefer_onednn()
