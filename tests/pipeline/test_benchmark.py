@@ -35,10 +35,11 @@ def test_flops_of_each_layer_follow_the_paper_shapes(paper_models):
 def test_whole_model_flops_grouped_and_single_tower(paper_models):
     grouped, single = paper_models
     assert benchmark.forward_flops(grouped) == 1_448_813_632  # ~1.45 GFLOP forward
-    assert benchmark.training_flops(grouped) == 4_346_440_896
+    # Three forward passes' worth per layer, but two for conv1: the images need no gradient.
+    assert benchmark.training_flops(grouped) == 3 * 1_448_813_632 - 210_830_400 == 4_135_610_496
     # One tower: conv2, conv4 and conv5 see all input maps, twice the multiply-adds.
     assert benchmark.forward_flops(single) == 2_270_512_192  # ~2.27 GFLOP forward
-    assert benchmark.training_flops(single) == 6_811_536_576
+    assert benchmark.training_flops(single) == 3 * 2_270_512_192 - 210_830_400 == 6_600_706_176
 
 
 def test_options_map_onto_the_config():
@@ -62,3 +63,15 @@ def test_report_names_every_figure(capsys):
 def test_bad_override_exits_2(capsys):
     assert benchmark.main(["--set", "model.groups=3"]) == 2
     assert "model.groups" in capsys.readouterr().err
+
+
+def test_torch_reference_is_the_same_network(paper_models):
+    torch = pytest.importorskip("torch")
+    from pipeline.torch_reference import build_torch_alexnet
+
+    for model, groups in zip(paper_models, (2, 1)):
+        reference = build_torch_alexnet(groups=groups)
+        assert sum(p.numel() for p in reference.parameters()) == model.count_params()
+        with torch.no_grad():
+            logits = reference(torch.zeros(2, 3, 224, 224).to(memory_format=torch.channels_last))
+        assert tuple(logits.shape) == (2, 1000)
