@@ -54,6 +54,7 @@ class DataConfig(_Section):
     num_examples: int = Field(512, ge=1)  # synthetic source only: training images
     augment: AugmentConfig = AugmentConfig()
     cache: bool = True  # keep decoded training data in memory after the first epoch
+    deterministic: bool = False  # same seed, same batches in the same order (slower parallel augmentation)
 
     @field_validator("source")
     @classmethod

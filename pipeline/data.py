@@ -59,6 +59,7 @@ class Source:
     train_size: int
     validation_size: int
     encoded: bool = False  # elements are (bytes, label, name) rather than (image, label)
+    shuffled: bool = False  # train comes in a new full random order every epoch already
 
     @property
     def num_classes(self):
@@ -209,6 +210,7 @@ def folder_source(data_config, seed=0):
         train_size=len(paths),
         validation_size=len(val_paths),
         encoded=True,
+        shuffled=True,
     )
 
 
@@ -291,7 +293,7 @@ def records_source(data_config, seed=0):
             tf.data.TFRecordDataset,
             cycle_length=min(len(files), 16),
             num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not shuffle,
+            deterministic=not shuffle or data_config.deterministic,
         )
 
         def parse(record):
@@ -349,12 +351,24 @@ def skip_undecodable(dataset, counter, keep_name=False):
     return dataset if keep_name else dataset.map(lambda data, label, name: (data, label))
 
 
-def train_pipeline(dataset, data_config, batch_size, seed, size=None, deterministic=False):
+def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False):
     """Unbatched (image, label) -> shuffled, augmented, batched, prefetched.
 
     Each image is paired with its own [2] seed from `Dataset.random`, drawn
     anew every epoch, before the parallel map: the augmentation of an image
-    does not depend on thread scheduling.
+    does not depend on thread scheduling. Unless `data.deterministic`, images
+    leave the parallel map as they are finished, so the batches of two runs
+    with one seed hold the same augmented images in a slightly different order.
+
+    Args:
+        dataset: unbatched (image or encoded bytes, label).
+        data_config: `DataConfig`.
+        batch_size: global batch size.
+        seed: shuffle and augmentation seed.
+        size: examples per epoch (sizes the shuffle buffer).
+        shuffled: the source already reshuffles all of its examples every
+            epoch (file names), so no shuffle buffer of images is needed
+            unless the cache would freeze the order.
     """
     augment = data_config.augment
     transform = TrainTransform(
@@ -368,21 +382,23 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, determinis
     if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
         # Nothing random: transform once, then cache the model-ready images.
         dataset = dataset.map(lambda image, label: (transform(image, tf.zeros([2], tf.int64)), label),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=data_config.deterministic)
         dataset = dataset.ignore_errors(log_warning=True)  # see below
         if data_config.cache:
             dataset = dataset.cache()
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if data_config.cache or not shuffled:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if data_config.cache:
         dataset = dataset.cache()
-    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if data_config.cache or not shuffled:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = tf.data.Dataset.zip(dataset, seeds)
     dataset = dataset.map(
         lambda example, key: (transform(example[0], key), example[1]),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
+        deterministic=data_config.deterministic,
     )
     # Backstop for a file that passes the cheap guard yet fails to decode (a
     # corrupt body): TensorFlow logs the error and the image is dropped.
@@ -417,7 +433,7 @@ def build_datasets(data_config, batch_size, seed=0):
     if source.encoded:
         train, validation = skip_undecodable(train, skipped), skip_undecodable(validation, skipped)
     return Datasets(
-        train=train_pipeline(train, data_config, batch_size, seed, size=source.train_size),
+        train=train_pipeline(train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled),
         # Not cached: 50,000 ImageNet validation photos would not fit in memory.
         validation=eval_pipeline(validation, data_config, batch_size, cache=False),
         class_names=source.class_names,

@@ -71,3 +71,19 @@ def test_missing_sources_are_reported(tmp_path):
         load_source(data_config(f"data.source=folder:{tmp_path / 'x'}"))
     with pytest.raises(DataError, match="pipeline.prepare"):
         load_source(data_config(f"data.source=records:{tmp_path}"))
+
+
+def test_deterministic_mode_repeats_the_batches_in_order():
+    config = data_config(
+        "data.source=synthetic", "data.num_examples=32", "data.image_size=64", "data.resize=80",
+        "data.deterministic=true",
+    )  # fmt: skip
+
+    def batches(seed):
+        return [(x.numpy(), y.numpy()) for x, y in build_datasets(config, 8, seed=seed).train]
+
+    first, again = batches(3), batches(3)
+    assert len(first) == 4
+    for (x1, y1), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
