@@ -1,4 +1,5 @@
-"""Keras callbacks the trainer adds: backups, divergence, throughput, learning rate, reference lines.
+"""Keras callbacks the trainer adds: backups, divergence, throughput, learning rate, reference lines,
+a picture of the augmented input.
 
 They serve both training loops (`model.fit` and the multi-worker loop in
 `pipeline.distribute`), which call them through one `keras.callbacks.CallbackList`.
@@ -12,10 +13,14 @@ import shutil
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pipeline import metrics
 from pipeline.rundir import atomic_write_text, fsync_path
+
+# TensorBoard image tag of the first training batch (in the `train` run).
+AUGMENTED_BATCH_TAG = "augmented_batch"
 
 # TensorBoard run name -> the value drawn on the validation top-5 error chart.
 REFERENCE_LINES = {
@@ -89,6 +94,134 @@ class ReferenceLines(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def grid_shape(count):
+    """(rows, columns) of the grid that shows `count` images: ceil(sqrt(count)) columns, rows as needed.
+
+    16 images -> 4 x 4, 5 -> 2 x 3, 1 -> 1 x 1.
+    """
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return max(1, math.ceil(count / columns)), columns
+
+
+def image_grid(images, max_images=16, border=2, fill=255):
+    """Tiles images into one uint8 picture, row by row, each framed by a thin border.
+
+    The first min(N, max_images) images fill a `grid_shape` grid: image i goes
+    to row i // columns, column i % columns, its top-left pixel at
+    (border + row * (H + border), border + column * (W + border)). The borders
+    and the cells left empty in the last row hold `fill`. Pixel values are
+    rounded and clipped to [0, 255] (the PCA colour noise can leave that range).
+
+    Args:
+        images: [N, H, W, C] array-like (N >= 1), pixel values on the 0-255 scale.
+        max_images: most images shown.
+        border: pixels between tiles and around the edge.
+        fill: value of the border pixels.
+
+    Returns:
+        uint8 array [rows * H + (rows + 1) * border, columns * W + (columns + 1) * border, C].
+    """
+    images = np.asarray(images, np.float32)[:max_images]
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"image_grid needs images of shape [N, H, W, C] with N >= 1, got {images.shape}")
+    count, height, width, channels = images.shape
+    rows, columns = grid_shape(count)
+    grid = np.full(
+        (rows * height + (rows + 1) * border, columns * width + (columns + 1) * border, channels), fill, np.uint8
+    )
+    tiles = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    for i, tile in enumerate(tiles):
+        top = border + (i // columns) * (height + border)
+        left = border + (i % columns) * (width + border)
+        grid[top : top + height, left : left + width] = tile
+    return grid
+
+
+def first_training_batch(data_config, batch_size, seed):
+    """The first batch of the first epoch of the training pipeline: (images, labels) as numpy arrays.
+
+    Taken from a second pipeline built like the trainer's (`build_datasets`
+    with the same config and seed; without the cache, which changes no value).
+    Reading the trainer's own dataset once more would move its reshuffling and
+    augmentation seeds on by one epoch, so training would see other batches
+    than it does without this picture. The two pipelines give an epoch the
+    same images; their order can differ a little, as parallel augmentation
+    hands images on as they are finished (an image can move to a
+    neighbouring batch).
+
+    Costs what opening the source and the first batch of an epoch cost:
+    listing the files (folder source), filling the shuffle buffer (up to
+    10,000 source images, read but not decoded for file sources) and
+    augmenting one batch.
+
+    Args:
+        data_config: `pipeline.config.DataConfig` of the run.
+        batch_size: global batch size.
+        seed: the run's seed.
+    """
+    from pipeline.data import build_datasets
+
+    data = build_datasets(data_config.model_copy(update={"cache": False}), batch_size, seed=seed)
+    images, labels = next(iter(data.train.take(1)))
+    return images.numpy(), labels.numpy()
+
+
+class AugmentedImageGrid(keras.callbacks.Callback):
+    """Shows in TensorBoard what the network sees: the first training batch after augmentation, as one image.
+
+    At the start of training it writes one image summary, tag
+    `augmented_batch`, step 0, to the `train` run of the log directory (next
+    to the Keras TensorBoard callback's scalars): the first `max_images`
+    images of the batch tiled by `image_grid`, with their class names, row by
+    row, in the summary's description. It writes nothing else and keeps no
+    writer open.
+
+    Give it to a run that starts at epoch 0 only: a resumed run already wrote
+    its picture.
+
+    Args:
+        log_dir: the TensorBoard log directory of the run.
+        batch: (images, labels), images [N, H, W, 3] on the 0-255 scale, or a
+            function of no arguments returning them (called at the start of
+            training), e.g. `first_training_batch`.
+        class_names: label -> class name; None leaves the names out.
+        max_images: images in the grid (16: a 4 x 4 grid).
+    """
+
+    def __init__(self, log_dir, batch, class_names=None, max_images=16):
+        super().__init__()
+        self.log_dir = log_dir
+        self.batch = batch
+        self.class_names = class_names
+        self.max_images = max_images
+
+    def description(self, labels, batch_size):
+        """The summary's description: how many images are shown and, with class names, which classes."""
+        shown = len(labels)
+        text = f"The first training batch of the first epoch after augmentation: {shown} of its {batch_size} images"
+        if self.class_names is None:
+            return text + "."
+        names = ", ".join(str(self.class_names[int(label)]) for label in labels)
+        return f"{text}, row by row: {names}."
+
+    def on_train_begin(self, logs=None):
+        images, labels = self.batch() if callable(self.batch) else self.batch
+        images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
+        grid = image_grid(images, self.max_images)
+        writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+        try:
+            with writer.as_default():
+                tf.summary.image(
+                    AUGMENTED_BATCH_TAG,
+                    grid[None],
+                    step=0,
+                    max_outputs=1,
+                    description=self.description(labels[: self.max_images], len(images)),
+                )
+        finally:
+            writer.close()
 
 
 class TrainingDiverged(RuntimeError):

@@ -15,6 +15,7 @@ writes the run directory.
 
 import argparse
 import contextlib
+import functools
 import math
 import pathlib
 import shutil
@@ -132,7 +133,17 @@ def compile_model(model, config, num_classes, learning_rate=None):
     return model
 
 
-def build_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning_rate, backup, verbose=1):
+def build_callbacks(
+    config,
+    log_dir,
+    images_per_epoch,
+    steps_per_epoch,
+    learning_rate,
+    backup,
+    verbose=1,
+    first_batch=None,
+    class_names=None,
+):
     """The callbacks of a training run, in the order they must run.
 
     Args:
@@ -144,11 +155,23 @@ def build_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning
         backup: the run's `RunBackup`; it goes last and is told about the
             callbacks whose state it must save.
         verbose: 0 silences the plateau schedule's messages.
+        first_batch: the first training batch (images, labels), or a function
+            returning it, for the TensorBoard picture of the augmented input
+            (`AugmentedImageGrid`); None (other workers than the chief) draws
+            none. A run that resumes from a backup does not draw it again.
+        class_names: label -> class name, for the picture's description.
 
     Returns:
         A list of Keras callbacks.
     """
-    from pipeline.callbacks import EpochStats, ReferenceLines, ReleaseValidationIterator, RunTensorBoard, StopOnNaN
+    from pipeline.callbacks import (
+        AugmentedImageGrid,
+        EpochStats,
+        ReferenceLines,
+        ReleaseValidationIterator,
+        RunTensorBoard,
+        StopOnNaN,
+    )
     from pipeline.schedules import PlateauSchedule, schedule_callbacks
 
     t = config.train
@@ -157,12 +180,16 @@ def build_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning
     per_step = [c for c in schedule if not isinstance(c, PlateauSchedule)]
     backup.stateful.update({"plateau": c for c in plateau})
     log_dir = str(log_dir)
+    # A backup means that an earlier session of this run started at epoch 0 and drew the picture.
+    draw = first_batch is not None and backup.read_state() is None
+    picture = [AugmentedImageGrid(log_dir, first_batch, class_names)] if draw else []
     return [
         StopOnNaN(),
         *per_step,
         EpochStats(images_per_epoch),  # before TensorBoard: it adds to the logs TensorBoard writes
         RunTensorBoard(log_dir, write_graph=False, profile_batch=0),
         ReferenceLines(log_dir),
+        *picture,
         ReleaseValidationIterator(),
         *plateau,  # after the logging: the logged rate is the one this epoch used
         backup,  # last: it records what the others wrote and restores state after their resets
@@ -309,7 +336,7 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
     with _run_directory(run_dir, config, cluster, overwrite) as run:
         import keras
 
-        from pipeline.callbacks import RunBackup
+        from pipeline.callbacks import RunBackup, first_training_batch
         from pipeline.data import build_datasets
         from pipeline.export import export_run
 
@@ -329,7 +356,10 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         train_ds, validation_ds, steps_per_epoch, images_per_epoch = _input_pipelines(config, data, cluster)
         verbose = t.verbose if cluster.is_chief else 0
         callbacks = build_callbacks(
-            config, run.sub("logs"), images_per_epoch, steps_per_epoch, learning_rate, backup, verbose
+            config, run.sub("logs"), images_per_epoch, steps_per_epoch, learning_rate, backup, verbose,
+            first_batch=functools.partial(first_training_batch, config.data, t.batch_size, config.seed)
+            if cluster.is_chief else None,
+            class_names=data.class_names,
         )
         print(
             f"{config.name}: {data.train_size} training / {data.validation_size} validation images, "
