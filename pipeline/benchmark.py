@@ -3,6 +3,8 @@
     python -m pipeline.benchmark                                  # configs/quickstart.yaml's model, batch 64
     python -m pipeline.benchmark --precision mixed_bfloat16 --groups 1 --batch-size 128
     python -m pipeline.benchmark --config configs/imagenet2012.yaml --set data.image_size=224 --no-fit
+    python -m pipeline.benchmark --config configs/imagenet2012.yaml --fit-source records:DIR   # end to end
+    python -m pipeline.benchmark --input [--images DIR]     # the input pipeline alone (pipeline.input_benchmark)
 
 Prints, each as the median of --repeats timings with their spread (min-max):
 
@@ -26,7 +28,9 @@ Prints, each as the median of --repeats timings with their spread (min-max):
                 (model.fit, the tf.data input pipeline on the synthetic source,
                 every callback, TensorBoard, the per-epoch backup), measured by
                 the same per-epoch figure the trainer logs; its ratio to `step`
-                is what the input pipeline and callbacks cost.
+                is what the input pipeline and callbacks cost. --fit-source
+                reads real images instead (folder:, records:, tfds:), the
+                end-to-end ratio.
   PyTorch       the same network and optimizer step in PyTorch
                 (pipeline/torch_reference.py), timed the same way in a
                 separate process, when torch is installed; with the ratio of
@@ -70,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                         help="train.jit_compile (default: the config's)")
     parser.add_argument("--no-fit", dest="fit", action="store_false", help="skip the real-fit figure")
+    parser.add_argument("--fit-source", default="synthetic", metavar="SOURCE",
+                        help="data.source of the real-fit figure, e.g. folder:DIR or records:DIR for the end-to-end "
+                             "ratio with real JPEGs (default: synthetic, in memory)")
     parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=None,
                         help="time the same step in PyTorch (default: when torch is installed)")
     args = parser.parse_args(argv)
@@ -260,18 +267,21 @@ def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, mete
     return rates, model
 
 
-def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None):
-    """Training images/s of a real `pipeline.train` run on the synthetic source.
+def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None, source="synthetic"):
+    """Training images/s of a real `pipeline.train` run on the synthetic source (or another).
 
     Args:
         config: the `Config` (data, model, precision, jit; data.source is replaced
-            by the synthetic source).
+            by `source`).
         batch_size: global batch.
         steps: steps per epoch.
         repeats: timed epochs (one more runs first, untimed: it traces the step).
         num_classes: classes of the synthetic data (width of fc8).
         meter: a `_CoreMeter` to charge the run to (all of it: tracing,
             validation and backups too).
+        source: a `data.source`; anything but "synthetic" is read as training
+            reads it, without the cache (each epoch decodes its files again)
+            and with the source's own classes.
 
     Returns:
         A list of images/s, one per timed epoch (the trainer's own figure).
@@ -280,7 +290,10 @@ def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None):
     from pipeline.config import build_config
 
     data = config.to_dict()
-    data["data"].update(source="synthetic", num_examples=steps * batch_size, num_classes=num_classes)
+    if source == "synthetic":
+        data["data"].update(source="synthetic", num_examples=steps * batch_size, num_classes=num_classes)
+    else:
+        data["data"].update(source=source, cache=False)
     data["train"].update(
         batch_size=batch_size, epochs=repeats + 1, steps_per_epoch=steps, validation_steps=1, verbose=0
     )
@@ -326,6 +339,7 @@ def torch_rate(config, batch_size, steps, warmup, repeats, num_classes=1000):
         "--image-size", str(config.data.image_size), "--batch-size", str(batch_size),
         "--groups", str(config.model.groups), "--steps", str(steps), "--warmup", str(warmup),
         "--repeats", str(repeats), "--num-classes", str(num_classes),
+        "--widths", config.model.widths, "--fc-units", str(config.model.fc_units),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -337,13 +351,17 @@ def torch_rate(config, batch_size, steps, warmup, repeats, num_classes=1000):
     return result["images_per_second"], f"torch {result['torch']}, {result['threads']} threads"
 
 
-def benchmark(config, batch_size=64, repeats=3, steps=6, warmup=2, fit=True, num_classes=1000, out=print, torch=None):
+def benchmark(
+    config, batch_size=64, repeats=3, steps=6, warmup=2, fit=True, num_classes=1000, out=print, torch=None,
+    fit_source="synthetic",
+):
     """Runs every measurement and prints the report.
 
     Args:
         config: the `Config` to measure.
         batch_size, repeats, steps, warmup: see the command-line options.
         fit: also time a real `pipeline.train` run.
+        fit_source: data.source of the real fit.
         torch: also time the PyTorch reference step (None: when torch is
             installed and the model is float32 without jit).
         num_classes: width of fc8.
@@ -424,11 +442,11 @@ def benchmark(config, batch_size=64, repeats=3, steps=6, warmup=2, fit=True, num
 
     if fit:
         fit_cores = _CoreMeter()
-        fit_per_s = fit_rate(config, batch_size, steps, repeats, num_classes, fit_cores)
+        fit_per_s = fit_rate(config, batch_size, steps, repeats, num_classes, fit_cores, source=fit_source)
         figures["fit_images_per_second"] = fit_per_s
         ratio = statistics.median(fit_per_s) / statistics.median(steps_per_s)
         worst = min(fit_per_s) / statistics.median(steps_per_s)
-        out(f"fit (pipeline.train)    {_fmt(fit_per_s, 'images/s')}")
+        out(f"fit (pipeline.train)    {_fmt(fit_per_s, 'images/s')} on data.source={fit_source}")
         out(fit_cores.describe(" over the whole run (tracing, validation, backups included)", warn=False))
         out(f"  = {ratio:.2f} of the step figure (worst epoch {worst:.2f})")
     figures["peak_rss_gib"] = _peak_rss_gib()
@@ -437,6 +455,11 @@ def benchmark(config, batch_size=64, repeats=3, steps=6, warmup=2, fit=True, num
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--input"]:
+        from pipeline import input_benchmark
+
+        return input_benchmark.main(argv[1:])
     args = parse_args(argv)
     overrides = list(args.set) + [f"train.batch_size={args.batch_size}"]
     if args.precision:
@@ -450,7 +473,10 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    benchmark(config, args.batch_size, args.repeats, args.steps, args.warmup, fit=args.fit, torch=args.torch)
+    benchmark(
+        config, args.batch_size, args.repeats, args.steps, args.warmup, fit=args.fit, torch=args.torch,
+        fit_source=args.fit_source,
+    )
     return 0
 
 

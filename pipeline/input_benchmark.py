@@ -10,8 +10,10 @@ Three pipelines read the same files and produce batches of 224x224x3 float32:
                window, adds PCA colour noise; skips bad files)
     prepared   the project pipeline reading TFRecords that `pipeline.prepare`
                wrote once at shorter side 256
-Each figure is the median of --repeats passes after a warm-up batch, with the
-spread (min-max), in images/s and images/s per CPU core.
+Each figure is the median of --repeats timings of --passes epochs after a
+warm-up batch, the pipelines taking turns, with the spread (min-max), in
+images/s and images/s per CPU core, and the cores the process kept busy.
+Also `python -m pipeline.benchmark --input [options]`.
 """
 
 import argparse
@@ -28,8 +30,8 @@ def parse_args(argv=None):
     parser.add_argument("--images", type=pathlib.Path, help="a folder of JPEGs (default: synthetic 500x375 JPEGs)")
     parser.add_argument("--count", type=int, default=512, help="synthetic JPEGs to write")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--passes", type=int, default=2, help="passes over the files per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="timings per pipeline, taken in turns")
+    parser.add_argument("--passes", type=int, default=3, help="passes over the files per timing")
     return parser.parse_args(argv)
 
 
@@ -62,18 +64,37 @@ def reference_pipeline(paths, batch_size, seed=0):
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def measure(make_dataset, repeats, passes):
-    """Median and spread of images/s over `repeats` timed iterations of `passes` epochs."""
-    dataset = make_dataset().repeat(passes)
-    next(iter(make_dataset()))  # warm-up: graph tracing, file cache
-    rates = []
+def measure(pipelines, repeats, passes):
+    """images/s of each pipeline: `repeats` timings of `passes` epochs each, taken in turns.
+
+    The pipelines take turns (reference, project, prepared, reference, ...),
+    so a slow spell of the machine falls on all of them alike.
+
+    Args:
+        pipelines: {name: function returning the batched dataset}.
+        repeats: timings per pipeline.
+        passes: epochs per timing.
+
+    Returns:
+        {name: (list of images/s, cores used)}: cores are CPU time over wall time.
+    """
+    datasets = {name: make().repeat(passes) for name, make in pipelines.items()}
+    for make in pipelines.values():
+        next(iter(make()))  # warm-up: graph tracing, file cache
+    rates = {name: [] for name in pipelines}
+    cpu = {name: 0.0 for name in pipelines}
+    wall = {name: 0.0 for name in pipelines}
     for _ in range(repeats):
-        count = 0
-        start = time.perf_counter()
-        for images, _ in dataset:
-            count += int(images.shape[0])
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates), min(rates), max(rates)
+        for name, dataset in datasets.items():
+            count = 0
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for images, _ in dataset:
+                count += int(images.shape[0])
+            elapsed = time.perf_counter() - start
+            rates[name].append(count / elapsed)
+            cpu[name] += time.process_time() - start_cpu
+            wall[name] += elapsed
+    return {name: (rates[name], cpu[name] / wall[name]) for name in pipelines}
 
 
 def main(argv=None):
@@ -108,16 +129,24 @@ def main(argv=None):
         prepare(config, tmp / "prepared")
         prepared = load_config([], [f"data.source=records:{tmp / 'prepared'}", *common])
 
-        rows = [
-            ("reference", measure(lambda: reference_pipeline(paths, args.batch_size), args.repeats, args.passes)),
-            ("project", measure(lambda: build_datasets(config.data, args.batch_size).train, args.repeats, args.passes)),
-            ("prepared", measure(lambda: build_datasets(prepared.data, args.batch_size).train, args.repeats, args.passes)),
-        ]
+        results = measure(
+            {
+                "reference": lambda: reference_pipeline(paths, args.batch_size),
+                "project": lambda: build_datasets(config.data, args.batch_size).train,
+                "prepared": lambda: build_datasets(prepared.data, args.batch_size).train,
+            },
+            args.repeats,
+            args.passes,
+        )
     print(f"\nInput pipeline, {len(paths)} files, batch {args.batch_size}, {cores} CPU cores, TF {tf.__version__}")
-    print(f"{'pipeline':<10} {'images/s':>9} {'per core':>9} {'spread':>15} {'vs reference':>13}")
-    reference = rows[0][1][0]
-    for name, (median, low, high) in rows:
-        print(f"{name:<10} {median:9.0f} {median / cores:9.0f} {low:7.0f}-{high:<7.0f} {median / reference:12.2f}x")
+    print(f"{'pipeline':<10} {'images/s':>9} {'per core':>9} {'spread':>15} {'cores used':>11} {'vs reference':>13}")
+    reference = statistics.median(results["reference"][0])
+    for name, (rates, used) in results.items():
+        median = statistics.median(rates)
+        print(
+            f"{name:<10} {median:9.0f} {median / cores:9.0f} {min(rates):7.0f}-{max(rates):<7.0f} "
+            f"{used:11.2f} {median / reference:12.2f}x"
+        )
     return 0
 
 

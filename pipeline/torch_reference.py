@@ -59,7 +59,10 @@ def build_torch_alexnet(num_classes=1000, groups=2, widths="paper", fc_units=409
     ).to(memory_format=torch.channels_last)
 
 
-def torch_step_rate(image_size=128, batch_size=64, groups=2, steps=6, warmup=2, repeats=3, num_classes=1000):
+def torch_step_rate(
+    image_size=128, batch_size=64, groups=2, steps=6, warmup=2, repeats=3, num_classes=1000, widths="paper",
+    fc_units=4096,
+):
     """Training images/s of the PyTorch AlexNet on one in-memory batch.
 
     Returns:
@@ -68,7 +71,7 @@ def torch_step_rate(image_size=128, batch_size=64, groups=2, steps=6, warmup=2, 
     import torch
 
     torch.manual_seed(0)
-    model = build_torch_alexnet(num_classes, groups, input_size=image_size)
+    model = build_torch_alexnet(num_classes, groups, widths, fc_units, input_size=image_size)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -103,6 +106,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--widths", choices=sorted(WIDTHS), default="paper")
+    parser.add_argument("--fc-units", type=int, default=4096)
     args = parser.parse_args(argv)
     try:
         import torch
@@ -110,7 +115,8 @@ def main(argv=None):
         print(json.dumps({"error": "torch is not installed"}))
         return 3
     rates = torch_step_rate(
-        args.image_size, args.batch_size, args.groups, args.steps, args.warmup, args.repeats, args.num_classes
+        args.image_size, args.batch_size, args.groups, args.steps, args.warmup, args.repeats, args.num_classes,
+        args.widths, args.fc_units,
     )
     print(json.dumps({"images_per_second": rates, "threads": torch.get_num_threads(), "torch": torch.__version__}))
     return 0
