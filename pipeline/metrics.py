@@ -17,6 +17,8 @@ class SparseTopKError(keras.metrics.SparseTopKCategoricalAccuracy):
 
     def __init__(self, k=5, name=None, **kwargs):
         super().__init__(k=k, name=name or f"top{k}_error", **kwargs)
+        # Lower is better: Keras callbacks in mode="auto" read this (the parent says "up").
+        self._direction = "down"
 
     def result(self):
         return 1.0 - super().result()
