@@ -381,8 +381,9 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
     shuffle_buffer = min(size or 10_000, 10_000)
     if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
         # Nothing random: transform once, then cache the model-ready images.
+        # In order: nothing else would vary between two runs with one seed.
         dataset = dataset.map(lambda image, label: (transform(image, tf.zeros([2], tf.int64)), label),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=data_config.deterministic)
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.ignore_errors(log_warning=True)  # see below
         if data_config.cache:
             dataset = dataset.cache()
