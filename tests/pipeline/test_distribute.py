@@ -18,8 +18,7 @@ import pytest
 
 from pipeline import distribute, train
 from pipeline.config import ConfigError, load_config
-
-from .test_train import TINY, args, event_steps, scalars
+from tests.helpers.runs import TINY, args, backup_epoch, event_steps, scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -169,14 +168,6 @@ def _finish(procs, timeout=300):
     return outputs
 
 
-def _backup_epoch(run_dir):
-    state = run_dir / "backup" / "state.json"
-    try:
-        return json.loads(state.read_text())["epoch"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-
-
 @pytest.mark.slow
 def test_two_local_workers_train_resume_after_a_kill_and_agree(tmp_path):
     """Two worker processes on 127.0.0.1: killed after the first backup, restarted, finished."""
@@ -184,12 +175,12 @@ def test_two_local_workers_train_resume_after_a_kill_and_agree(tmp_path):
     overrides = ["train.epochs=3", "train.verbose=2", "export.keras=false"]
     procs = _launch_workers(tmp_path, run_dir, overrides)
     deadline = time.monotonic() + 240
-    while _backup_epoch(run_dir) < 1 and time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
+    while backup_epoch(run_dir) < 1 and time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
         time.sleep(0.05)
     for proc, _ in procs:
         proc.send_signal(signal.SIGKILL)
     first = _finish(procs)
-    resumed_from = _backup_epoch(run_dir)
+    resumed_from = backup_epoch(run_dir)
     assert 1 <= resumed_from < 3, first[0][1][-3000:]
 
     # The same command again on both (new ports: the old ones may linger).

@@ -11,7 +11,7 @@ from pipeline import evaluate
 from pipeline.augment import resize_shorter_side
 from pipeline.data import eval_pipeline, load_source
 from pipeline.rundir import RunDir
-from tests.pipeline.test_export import make_run
+from tests.helpers.runs import make_run
 
 SIZE, RESIZE = 64, 72  # data.image_size, data.resize of TINY
 

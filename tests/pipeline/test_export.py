@@ -1,7 +1,6 @@
 """The exported SavedModel: signatures, preprocessing in the graph, labels inside, re-export."""
 
 import json
-import struct
 import subprocess
 import sys
 
@@ -13,65 +12,10 @@ import tensorflow as tf
 from pipeline import export, train
 from pipeline.augment import EvalTransform
 from pipeline.config import load_config
-from pipeline.data import eval_pipeline, load_source
+from pipeline.data import eval_pipeline
 from pipeline.rundir import LABELS_FILE, RunDir
-
-TINY = [
-    "data.source=synthetic",
-    "data.image_size=64",
-    "data.resize=72",
-    "data.num_examples=16",
-    "data.validation_fraction=0.5",
-    "data.augment.pca_noise=0.0",
-    "model.fc_units=32",
-    "model.init=glorot_uniform",
-    "train.epochs=1",
-    "train.batch_size=8",
-    "train.verbose=0",
-]
-# fc8's kernel is multiplied by this: untrained logits are nearly equal, and
-# spread-out probabilities make every comparison below sensitive.
-SHARPEN = 100.0
-# A 1x1 GIF whose only pixel is pure red.
-RED_GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\x00\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
-
-
-def make_run(run_dir, *overrides):
-    """A finished run directory as `pipeline.train` leaves it, without the training.
-
-    Returns:
-        (config, model) of the run.
-    """
-    config = load_config([], TINY + list(overrides))
-    source = load_source(config.data, config.seed)
-    with RunDir(run_dir, config) as run:
-        run.write_labels(source.class_names)
-        model = train.build_model(config, source.num_classes)
-        fc8 = model.get_layer("fc8")
-        kernel, bias = fc8.get_weights()
-        fc8.set_weights([kernel * SHARPEN, bias])
-        export.export_run(model, run.path, config, source.class_names)
-        run.write_metrics({"epochs": config.train.epochs})
-    return config, model
-
-
-def random_image(height, width, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def bmp_bytes(image):
-    """An uncompressed 24-bit BMP of a uint8 RGB image (rows bottom-up, BGR, padded to 4 bytes)."""
-    height, width, _ = image.shape
-    row_size = (3 * width + 3) // 4 * 4
-    rows = b"".join(
-        image[y, :, ::-1].tobytes() + b"\0" * (row_size - 3 * width) for y in range(height - 1, -1, -1)
-    )
-    header = struct.pack("<2sIHHI", b"BM", 54 + len(rows), 0, 0, 54)
-    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
-    return header + info + rows
+from tests.helpers.images import RED_GIF, bmp_bytes, random_image
+from tests.helpers.runs import EXPORT_TINY, make_run
 
 
 def keras_probabilities(model, images):
@@ -229,7 +173,7 @@ def test_reexport_refuses_missing_and_unfinished_runs(tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
 
     unfinished = tmp_path / "unfinished"
-    with RunDir(unfinished, load_config([], TINY)):
+    with RunDir(unfinished, load_config([], EXPORT_TINY)):
         pass  # config.yaml only, as a run that has not finished
     assert export.main([str(unfinished)]) == 2
     err = capsys.readouterr().err
@@ -254,7 +198,7 @@ def test_class_count_must_match_the_model(run, tmp_path):
 @pytest.mark.slow
 def test_training_run_exports_both_signatures(tmp_path):
     run_dir = tmp_path / "trained"
-    train.train(load_config([], TINY), run_dir)
+    train.train(load_config([], EXPORT_TINY), run_dir)
     model = keras.models.load_model(run_dir / "model.keras")
     served = tf.saved_model.load(str(run_dir / "saved_model"))
     assert set(served.signatures) == {"serving_default", "serve_preprocessed", "class_names"}

@@ -19,7 +19,7 @@ from pipeline.callbacks import (
 from pipeline.config import load_config
 from pipeline.data import build_datasets
 
-from .test_train import TINY
+from tests.helpers.runs import TINY
 
 # A short run with the PCA colour noise on, as a user's run has it.
 SHORT = TINY + [

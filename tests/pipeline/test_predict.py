@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from pipeline import predict
-from tests.pipeline.test_export import RED_GIF, make_run, random_image
+from tests.helpers.images import RED_GIF, random_image
+from tests.helpers.runs import make_run
 
 NAMES = [f"class_{c}" for c in range(10)]
 

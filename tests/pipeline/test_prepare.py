@@ -6,7 +6,7 @@ import tensorflow as tf
 from pipeline import prepare
 from pipeline.config import load_config
 from pipeline.data import build_datasets, load_source
-from tests.pipeline.test_sources import jpeg_bytes, write_tree
+from tests.helpers.images import jpeg_bytes, write_tree
 
 
 def test_prepare_writes_256_jpeg_records_that_train_reads(tmp_path, capfd):

@@ -17,8 +17,7 @@ from pipeline.callbacks import RunBackup
 from pipeline.config import load_config
 from pipeline.rundir import RunDir
 from pipeline.schedules import PlateauSchedule
-
-from .test_train import TINY, args, event_steps, scalars
+from tests.helpers.runs import TINY, args, backup_epoch, event_steps, scalars
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -106,13 +105,6 @@ def test_a_kill_mid_backup_leaves_the_previous_backup_whole(tmp_path):
     assert sorted(p.name for p in path.glob("ckpt-*")) == [json.loads((path / "state.json").read_text())["weights"]]
 
 
-def _backup_epoch(run_dir):
-    try:
-        return json.loads((run_dir / "backup" / "state.json").read_text())["epoch"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-
-
 @pytest.mark.slow
 def test_kill_9_mid_run_then_the_same_command_resumes_and_finishes(tmp_path):
     run_dir = tmp_path / "runs" / "killed"
@@ -126,7 +118,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_and_finishes(tmp_path):
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180
-        while _backup_epoch(run_dir) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        while backup_epoch(run_dir) < 1 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         first_output = proc.communicate(timeout=60)[0]
@@ -134,7 +126,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_and_finishes(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, first_output[-2000:]
-    done = _backup_epoch(run_dir)
+    done = backup_epoch(run_dir)
     assert 1 <= done < 5 and not (run_dir / "metrics.json").exists()
 
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -7,36 +7,13 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from pipeline import train
 from pipeline.config import load_config
 from pipeline.data import DataError, build_datasets, load_source
+from tests.helpers.images import jpeg_bytes, photo, pil_bytes, write_tree
 
 SMALL = ["data.image_size=64", "data.resize=72", "data.cache=false"]
-
-
-def photo(height=60, width=80, seed=0):
-    rng = np.random.default_rng(seed)
-    return tf.image.resize(rng.integers(0, 255, (8, 8, 3)), [height, width]).numpy().astype(np.uint8)
-
-
-def jpeg_bytes(height=60, width=80, seed=0):
-    return tf.io.encode_jpeg(photo(height, width, seed)).numpy()
-
-
-def pil_bytes(fmt, mode="RGB", size=(40, 30)):
-    buffer = io.BytesIO()
-    Image.fromarray(photo(size[1], size[0])).convert(mode).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def write_tree(root, layout):
-    """layout: {relative path: bytes}."""
-    for rel, data in layout.items():
-        path = pathlib.Path(root) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def data_config(source, *overrides):

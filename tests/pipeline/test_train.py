@@ -8,44 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline import train
 from pipeline.config import load_config
 from pipeline.rundir import RunDir, RunDirError
-
-TINY = [
-    "data.source=synthetic",
-    "data.image_size=64",
-    "data.resize=64",
-    "data.num_examples=48",
-    "data.num_classes=8",
-    "data.augment.pca_noise=0.0",
-    "model.fc_units=32",
-    "model.init=glorot_uniform",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "train.verbose=0",
-]
-
-
-def args(run_dir, *extra):
-    argv = ["--run-dir", str(run_dir)]
-    for item in TINY + list(extra):
-        argv += ["--set", item]
-    return argv
-
-
-def scalars(log_dir, tag):
-    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    return [float(tf.make_ndarray(event.tensor_proto)) for event in acc.Tensors(tag)]
-
-
-def event_steps(log_dir, tag):
-    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    return [event.step for event in acc.Tensors(tag)]
+from tests.helpers.runs import TINY, args, scalars
 
 
 @pytest.fixture(scope="module")

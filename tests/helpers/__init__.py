@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules; plain modules, not collected as tests."""

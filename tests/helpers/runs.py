@@ -1,0 +1,94 @@
+"""Tiny training configs, run directories and TensorBoard/backup readers for the tests."""
+
+import json
+
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from pipeline import export, train
+from pipeline.config import load_config
+from pipeline.data import load_source
+from pipeline.rundir import RunDir
+
+# Overrides for a real `pipeline.train` run that takes seconds: 48 synthetic images, 8 classes, 2 epochs.
+TINY = [
+    "data.source=synthetic",
+    "data.image_size=64",
+    "data.resize=64",
+    "data.num_examples=48",
+    "data.num_classes=8",
+    "data.augment.pca_noise=0.0",
+    "model.fc_units=32",
+    "model.init=glorot_uniform",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.verbose=0",
+]
+# Overrides for `make_run` and export tests: 16 synthetic images, half held out, resized to 72 then cropped to 64.
+EXPORT_TINY = [
+    "data.source=synthetic",
+    "data.image_size=64",
+    "data.resize=72",
+    "data.num_examples=16",
+    "data.validation_fraction=0.5",
+    "data.augment.pca_noise=0.0",
+    "model.fc_units=32",
+    "model.init=glorot_uniform",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.verbose=0",
+]
+# fc8's kernel is multiplied by this: untrained logits are nearly equal, and
+# spread-out probabilities make every comparison in the export tests sensitive.
+SHARPEN = 100.0
+
+
+def args(run_dir, *extra):
+    """Command-line arguments of `pipeline.train` for a TINY run in `run_dir`, plus `extra` overrides."""
+    argv = ["--run-dir", str(run_dir)]
+    for item in TINY + list(extra):
+        argv += ["--set", item]
+    return argv
+
+
+def _tensor_events(log_dir, tag):
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc.Tensors(tag)
+
+
+def scalars(log_dir, tag):
+    """The values of a scalar summary `tag` in `log_dir`, in order."""
+    return [float(tf.make_ndarray(event.tensor_proto)) for event in _tensor_events(log_dir, tag)]
+
+
+def event_steps(log_dir, tag):
+    """The steps at which summary `tag` was written in `log_dir`, in order."""
+    return [event.step for event in _tensor_events(log_dir, tag)]
+
+
+def backup_epoch(run_dir):
+    """The epoch of the run's backup, 0 while there is none (or it is being written)."""
+    try:
+        return json.loads((run_dir / "backup" / "state.json").read_text())["epoch"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def make_run(run_dir, *overrides):
+    """A finished run directory as `pipeline.train` leaves it, without the training.
+
+    Returns:
+        (config, model) of the run.
+    """
+    config = load_config([], EXPORT_TINY + list(overrides))
+    source = load_source(config.data, config.seed)
+    with RunDir(run_dir, config) as run:
+        run.write_labels(source.class_names)
+        model = train.build_model(config, source.num_classes)
+        fc8 = model.get_layer("fc8")
+        kernel, bias = fc8.get_weights()
+        fc8.set_weights([kernel * SHARPEN, bias])
+        export.export_run(model, run.path, config, source.class_names)
+        run.write_metrics({"epochs": config.train.epochs})
+    return config, model
