@@ -146,6 +146,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)  # global batch, over all replicas (paper: 128)
     steps_per_epoch: Optional[int] = Field(None, ge=1)  # None: one pass over the training data
     validation_steps: Optional[int] = Field(None, ge=1)  # None: the whole validation split
+    # 10: after each epoch also the paper's ten-crop test on the validation data (val_10crop_top1_error,
+    # val_10crop_top5_error); 1: Keras' centre-crop validation only. Not with multi-worker training.
+    validation_crops: Literal[1, 10] = 1
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     # auto: MirroredStrategy over all visible GPUs when there are two or more, else one device.

@@ -21,6 +21,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import warnings
 
 from pipeline.config import ConfigError, load_config
 
@@ -146,6 +147,9 @@ def build_callbacks(
 ):
     """The callbacks of a training run, in the order they must run.
 
+    With train.validation_crops: 10 they include `TenCropValidation`, which
+    adds the ten-crop validation errors to each epoch's logs.
+
     Args:
         config: the run's `Config`.
         log_dir: TensorBoard directory.
@@ -171,6 +175,7 @@ def build_callbacks(
         ReleaseValidationIterator,
         RunTensorBoard,
         StopOnNaN,
+        TenCropValidation,
     )
     from pipeline.schedules import PlateauSchedule, schedule_callbacks
 
@@ -183,9 +188,15 @@ def build_callbacks(
     # A backup means that an earlier session of this run started at epoch 0 and drew the picture.
     draw = first_batch is not None and backup.read_state() is None
     picture = [AugmentedImageGrid(log_dir, first_batch, class_names)] if draw else []
+    ten_crop = (
+        [TenCropValidation(config.data, t.batch_size, seed=config.seed, validation_steps=t.validation_steps)]
+        if t.validation_crops == 10
+        else []
+    )
     return [
         StopOnNaN(),
         *per_step,
+        *ten_crop,  # before the logging and the plateau schedule: it adds val_10crop_* to the logs they read
         EpochStats(images_per_epoch),  # before TensorBoard: it adds to the logs TensorBoard writes
         RunTensorBoard(log_dir, write_graph=False, profile_batch=0),
         ReferenceLines(log_dir),
@@ -310,6 +321,25 @@ def _input_pipelines(config, data, cluster):
     return train_ds, validation_ds, steps_per_epoch, images_per_epoch
 
 
+def _check_validation_crops(config, cluster):
+    """Refuses what the ten-crop validation (train.validation_crops) cannot serve.
+
+    Raises:
+        ConfigError: validation_crops 10 under multi-worker training, or a
+            plateau schedule monitoring a val_10crop_ figure that is not logged.
+    """
+    t = config.train
+    if t.validation_crops == 10 and cluster.multi_worker:
+        raise ConfigError(
+            "train.validation_crops: 10 is not supported with multi-worker training; set it to 1 and "
+            "run python -m pipeline.evaluate --crops 10 on the finished run"
+        )
+    if t.validation_crops != 10 and t.schedule.name == "plateau" and t.schedule.monitor.startswith("val_10crop_"):
+        raise ConfigError(
+            f"train.schedule.monitor: {t.schedule.monitor} is logged only with train.validation_crops: 10"
+        )
+
+
 def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
     """Trains, evaluates and exports one run.
 
@@ -333,6 +363,7 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
 
     # Before any other TensorFlow work: multi-worker collectives are configured at start-up.
     cluster = distribute.make_cluster(config.train, tf_config)
+    _check_validation_crops(config, cluster)  # before the run directory is written
     with _run_directory(run_dir, config, cluster, overwrite) as run:
         import keras
 
@@ -384,15 +415,21 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
                 on_train_begin=lambda: distribute.sync_from_chief(cluster, model, backup),
             )
         else:
-            model.fit(
-                train_ds,
-                validation_data=validation_ds,
-                epochs=t.epochs,
-                steps_per_epoch=t.steps_per_epoch,
-                callbacks=callbacks,
-                verbose=verbose,
-                shuffle=False,  # the dataset shuffles itself
-            )
+            with warnings.catch_warnings():
+                # Keras says "Your input ran out of data; interrupting training"
+                # whenever a dataset of unknown length ends, which is how each
+                # of our epochs ends (undecodable files are dropped, so the
+                # length is not known beforehand). It ends the epoch, not the run.
+                warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+                model.fit(
+                    train_ds,
+                    validation_data=validation_ds,
+                    epochs=t.epochs,
+                    steps_per_epoch=t.steps_per_epoch,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                    shuffle=False,  # the dataset shuffles itself
+                )
 
         # The figures of the whole run, earlier sessions included (the backup keeps them).
         last = backup.history[-1] if backup.history else {}

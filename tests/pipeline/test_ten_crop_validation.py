@@ -1,0 +1,125 @@
+"""train.validation_crops: the paper's ten-crop test as a validation metric during training."""
+
+import json
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from pipeline import evaluate, train
+from pipeline.callbacks import EpochStats, RunBackup, RunTensorBoard, TenCropValidation
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.data import eval_pipeline, load_source
+from pipeline.schedules import PlateauSchedule
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers.runs import TINY, scalars
+
+# 48 synthetic training and 10 validation images, 8 classes (top-5 is logged); resize 72 > image_size 64,
+# so the four corner crops differ from the centre one.
+TEN = TINY + ["data.resize=72", "train.validation_crops=10", "export.saved_model=false"]
+TAGS = ("epoch_10crop_top1_error", "epoch_10crop_top5_error")
+
+
+def scalar_tags(log_dir):
+    """Every scalar tag written in `log_dir` (Keras' TensorBoard writes scalars as tensor summaries)."""
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return set(acc.Tags()["tensors"])
+
+
+def test_config_accepts_1_and_10_and_rejects_other_counts():
+    assert Config().train.validation_crops == 1
+    assert load_config([], ["train.validation_crops=1"]).train.validation_crops == 1
+    assert load_config([], ["train.validation_crops=10"]).train.validation_crops == 10
+    for bad in ("3", "5", "0", "'10'"):
+        with pytest.raises(ConfigError, match=r"train\.validation_crops: Input should be 1 or 10"):
+            load_config([], [f"train.validation_crops={bad}"])
+
+
+def test_callback_order_puts_ten_crops_before_logging_and_plateau(tmp_path):
+    config = load_config([], TEN + ["train.schedule.name=plateau", "train.schedule.monitor=val_10crop_top1_error"])
+    backup = RunBackup(tmp_path / "backup")
+    callbacks = train.build_callbacks(config, tmp_path / "logs", 48, 3, 0.01, backup, 0)
+    kinds = [type(c) for c in callbacks]
+    position = {kind: kinds.index(kind) for kind in (TenCropValidation, EpochStats, RunTensorBoard, PlateauSchedule)}
+    assert position[TenCropValidation] < position[EpochStats] < position[RunTensorBoard] < position[PlateauSchedule]
+    assert callbacks[-1] is backup
+    # Without the key, nothing changes.
+    plain = train.build_callbacks(load_config([], TINY), tmp_path / "logs", 48, 3, 0.01, RunBackup(tmp_path / "b2"), 0)
+    assert not any(isinstance(c, TenCropValidation) for c in plain)
+
+
+def test_refusals_name_the_key():
+    ten = load_config([], TEN)
+    multi_worker = types.SimpleNamespace(multi_worker=True)
+    with pytest.raises(ConfigError, match=r"train\.validation_crops: 10 is not supported with multi-worker"):
+        train._check_validation_crops(ten, multi_worker)
+    train._check_validation_crops(ten, types.SimpleNamespace(multi_worker=False))
+    train._check_validation_crops(load_config([], TINY), multi_worker)
+    plateau = TINY + ["train.schedule.name=plateau", "train.schedule.monitor=val_10crop_top1_error"]
+    with pytest.raises(ConfigError, match=r"train\.schedule\.monitor: .*train\.validation_crops: 10"):
+        train._check_validation_crops(load_config([], plateau), types.SimpleNamespace(multi_worker=False))
+
+
+def test_validation_steps_limits_the_ten_crop_images():
+    config = load_config([], TEN)
+    whole = TenCropValidation(config.data, 16, seed=config.seed).dataset()
+    images, _ = next(iter(whole))
+    assert images.shape == (1, 10, 64, 64, 3)  # 16 // 10 images a step, ten views each
+    assert sum(int(labels.shape[0]) for _, labels in whole) == 10  # the whole validation split
+    first = TenCropValidation(config.data, 4, seed=config.seed, validation_steps=2).dataset()
+    assert sum(int(labels.shape[0]) for _, labels in first) == 8  # Keras' two validation batches of 4
+    # The same images, in the same order, as the evaluate command's pipeline.
+    source = load_source(config.data, config.seed)
+    expected = np.concatenate([im.numpy() for im, _ in eval_pipeline(source.validation.take(8), config.data, 1, crops=10)])
+    np.testing.assert_array_equal(np.concatenate([im.numpy() for im, _ in first]), expected)
+
+
+@pytest.mark.slow
+def test_training_logs_ten_crop_errors_equal_to_the_evaluate_command(tmp_path):
+    run_dir = tmp_path / "ten"
+    config = load_config([], TEN + ["train.schedule.name=plateau", "train.schedule.monitor=val_10crop_top1_error"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figures = train.train(config, run_dir)
+    # The plateau schedule found the figure it monitors in every epoch's logs.
+    assert not [w for w in caught if "val_10crop_top1_error" in str(w.message)]
+
+    validation = run_dir / "logs" / "validation"
+    logged = {tag: scalars(validation, tag) for tag in TAGS}
+    assert all(len(values) == 2 for values in logged.values())  # one per epoch
+    assert all(0.0 <= v <= 1.0 for values in logged.values() for v in values)
+    assert len(scalars(validation, "epoch_top1_error")) == 2  # Keras' centre-crop figures stay
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val_top1_error", "val_top5_error", "val_10crop_top1_error", "val_10crop_top5_error"):
+        assert key in metrics and key in figures
+
+    # The evaluate command's ten-crop test of the saved model gives the last epoch's figures.
+    result = evaluate.evaluate_run(run_dir, crops=10, verbose=0)
+    assert result["images"] == 10
+    assert logged["epoch_10crop_top1_error"][-1] == pytest.approx(result["top1_error"], abs=1e-6)
+    assert logged["epoch_10crop_top5_error"][-1] == pytest.approx(result["top5_error"], abs=1e-6)
+    assert metrics["val_10crop_top1_error"] == pytest.approx(result["top1_error"], abs=1e-6)
+    assert metrics["val_10crop_top5_error"] == pytest.approx(result["top5_error"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_custom_loop_logs_ten_crop_errors_too(tmp_path):
+    config = load_config([], TEN + ["train.epochs=1", "train.steps_per_epoch=1", "export.keras=false"])
+    figures = train.train(config, tmp_path / "custom", loop="custom")
+    assert "val_10crop_top1_error" in figures
+    assert len(scalars(tmp_path / "custom" / "logs" / "validation", "epoch_10crop_top1_error")) == 1
+
+
+@pytest.mark.slow
+def test_run_without_the_key_logs_no_ten_crop_figures(tmp_path):
+    config = load_config([], TINY + ["train.epochs=1", "train.steps_per_epoch=1", "export.keras=false",
+                                     "export.saved_model=false"])
+    figures = train.train(config, tmp_path / "plain")
+    assert not any("10crop" in key for key in figures)
+    validation = tmp_path / "plain" / "logs" / "validation"
+    tags = scalar_tags(validation)
+    assert "epoch_top1_error" in tags  # Keras' validation is logged...
+    assert not any("10crop" in tag for tag in tags)  # ...and no ten-crop figure
