@@ -66,7 +66,7 @@ def test_report_names_every_figure(capsys, tmp_path):
     quick = ["--batch-size", "4", "--steps", "1", "--warmup", "1", "--repeats", "1"]
     assert benchmark.main(tiny + quick + ["--fit-source", f"folder:{tmp_path}"]) == 0
     out = capsys.readouterr().out
-    for label in ("CPU kernels: oneDNN", "matmul float32  2048", "matmul float32  4096", "training FLOPs/image",
+    for label in ("CPU kernels: ", "matmul float32  2048", "matmul float32  4096", "training FLOPs/image",
                   "step (in-memory batch)", "of the matmul rate", "fit (pipeline.train)", f"folder:{tmp_path}",
                   "of the step figure", "peak RSS"):
         assert label in out, label
@@ -89,3 +89,16 @@ def test_torch_reference_is_the_same_network(paper_models):
         with torch.no_grad():
             logits = reference(torch.zeros(2, 3, 224, 224).to(memory_format=torch.channels_last))
         assert tuple(logits.shape) == (2, 1000)
+
+
+def test_importing_the_package_selects_onednn_unless_the_environment_says_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    probe = "import pipeline, tensorflow; from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for setting, expected in ((None, "True"), ("0", "False")):
+        run_env = dict(env, **({"TF_ENABLE_ONEDNN_OPTS": setting} if setting else {}))
+        done = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, check=True)
+        assert done.stdout.strip().splitlines()[-1] == expected, (setting, done.stdout)
