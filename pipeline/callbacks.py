@@ -115,14 +115,12 @@ class TenCropValidation(keras.callbacks.Callback):
     def dataset(self):
         """The batched ten-crop validation pipeline (built once)."""
         if self._dataset is None:
-            from pipeline.data import eval_pipeline, load_source
-            from pipeline.decode import is_decodable
+            from pipeline.data import eval_pipeline, load_source, skip_undecodable
 
             source = load_source(self.data_config, self.seed)
             examples = source.validation
             if source.encoded:
-                examples = examples.filter(lambda data, label, name: is_decodable(data))
-                examples = examples.map(lambda data, label, name: (data, label))
+                examples = skip_undecodable(examples)  # silently: Keras' validation reports them
             if self.validation_steps:
                 examples = examples.take(self.validation_steps * self.batch_size)
             step = max(1, self.batch_size // self.CROPS)

@@ -330,15 +330,19 @@ def load_source(data_config, seed=0):
     return tfds_source(data_config, seed)
 
 
-def skip_undecodable(dataset, counter, keep_name=False):
+def skip_undecodable(dataset, counter=None, keep_name=False):
     """(bytes, label, name) -> (bytes, label), dropping files that cannot be decoded.
 
-    Each dropped file is named in a warning on stderr and counted in `counter`.
-    With keep_name the triples are kept whole.
+    With a `counter`, each dropped file is named in a warning on stderr and
+    counted in it. Without one the files are dropped silently: for a second
+    pass over data whose bad files another pipeline already reports. With
+    keep_name the triples are kept whole.
     """
 
     def keep(data, label, name):
         ok = is_decodable(data)
+        if counter is None:
+            return ok
 
         def skip():
             tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
@@ -378,22 +382,24 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
         flip=augment.flip,
         pca_noise=augment.pca_noise,
     )
-    shuffle_buffer = min(size or 10_000, 10_000)
+
+    def cache_and_shuffle(dataset):
+        # A cache replays its first epoch's order, so a shuffle must follow it
+        # even for a source that reshuffles itself.
+        if data_config.cache:
+            dataset = dataset.cache()
+        if data_config.cache or not shuffled:
+            dataset = dataset.shuffle(min(size or 10_000, 10_000), seed=seed, reshuffle_each_iteration=True)
+        return dataset
+
     if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
         # Nothing random: transform once, then cache the model-ready images.
         # In order: nothing else would vary between two runs with one seed.
         dataset = dataset.map(lambda image, label: (transform(image, tf.zeros([2], tf.int64)), label),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.ignore_errors(log_warning=True)  # see below
-        if data_config.cache:
-            dataset = dataset.cache()
-        if data_config.cache or not shuffled:
-            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    if data_config.cache:
-        dataset = dataset.cache()
-    if data_config.cache or not shuffled:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        return cache_and_shuffle(dataset).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = cache_and_shuffle(dataset)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = tf.data.Dataset.zip(dataset, seeds)
     dataset = dataset.map(
