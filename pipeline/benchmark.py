@@ -380,15 +380,16 @@ def benchmark(
         f"batch {batch_size}, precision {t.precision}, jit_compile {t.jit_compile}"
     )
     devices = [d.name for d in tf.config.list_logical_devices()]
+    on_gpu = any("GPU" in name for name in devices)
     out(f"Device: {', '.join(devices)}")
     from pipeline.train import precision_note
 
-    note = precision_note(t.precision, any("GPU" in name for name in devices))
+    note = precision_note(t.precision, on_gpu)
     if note:
         out(note)
     from tensorflow.python.util import _pywrap_util_port
 
-    if not any("GPU" in name for name in devices):
+    if not on_gpu:
         onednn = _pywrap_util_port.IsMklEnabled()
         out(f"CPU kernels: {'oneDNN' if onednn else 'Eigen'} (TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})")
     figures = {}

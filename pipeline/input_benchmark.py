@@ -78,23 +78,22 @@ def measure(pipelines, repeats, passes):
     Returns:
         {name: (list of images/s, cores used)}: cores are CPU time over wall time.
     """
+    from pipeline.benchmark import _CoreMeter
+
     datasets = {name: make().repeat(passes) for name, make in pipelines.items()}
     for make in pipelines.values():
         next(iter(make()))  # warm-up: graph tracing, file cache
     rates = {name: [] for name in pipelines}
-    cpu = {name: 0.0 for name in pipelines}
-    wall = {name: 0.0 for name in pipelines}
+    meters = {name: _CoreMeter() for name in pipelines}
     for _ in range(repeats):
         for name, dataset in datasets.items():
             count = 0
-            start, start_cpu = time.perf_counter(), time.process_time()
-            for images, _ in dataset:
-                count += int(images.shape[0])
-            elapsed = time.perf_counter() - start
-            rates[name].append(count / elapsed)
-            cpu[name] += time.process_time() - start_cpu
-            wall[name] += elapsed
-    return {name: (rates[name], cpu[name] / wall[name]) for name in pipelines}
+            with meters[name].measure():
+                start = time.perf_counter()
+                for images, _ in dataset:
+                    count += int(images.shape[0])
+                rates[name].append(count / (time.perf_counter() - start))
+    return {name: (rates[name], meters[name].cores) for name in pipelines}
 
 
 def main(argv=None):
