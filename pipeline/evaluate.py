@@ -207,7 +207,7 @@ def evaluate_run(run_dir, split="validation", crops=1, batch_size=None, override
             whose classes do not match the model.
     """
     from pipeline.config import load_config
-    from pipeline.data import eval_pipeline, load_source
+    from pipeline.data import eval_pipeline, load_source, skip_undecodable
     from pipeline.export import load_run_model
     from pipeline.rundir import CONFIG_FILE, atomic_write_text
 
@@ -241,6 +241,12 @@ def evaluate_run(run_dir, split="validation", crops=1, batch_size=None, override
         examples, size = source.validation, source.validation_size
     else:
         examples, size = source.train, source.train_size
+    skipped = None
+    if source.encoded:  # files: (bytes, label, name); undecodable ones are named, counted and left out
+        import tensorflow as tf
+
+        skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+        examples = skip_undecodable(examples, skipped)
     # No cache: 50,000 decoded validation photos do not fit in memory.
     dataset = eval_pipeline(examples, config.data, batch_size, crops=crops, cache=False)
     result = evaluate_model(
@@ -254,6 +260,7 @@ def evaluate_run(run_dir, split="validation", crops=1, batch_size=None, override
         "image_size": config.data.image_size,
         "resize": config.data.resize,
         "batch_size": batch_size,
+        "skipped_images": int(skipped.numpy()) if skipped is not None else 0,
         **result,
         "reference": {
             "paper_one_cnn_top1": metrics.PAPER_ONE_CNN_TOP1,

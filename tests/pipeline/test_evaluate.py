@@ -152,3 +152,17 @@ def test_usage_errors_exit_2(run, tmp_path, capsys):
         evaluate.main([str(run_dir), "--crops", "5"])
     assert exc.value.code == 2
     assert not (run_dir / "eval_validation_5.json").exists()
+
+
+def test_a_folder_of_photos_with_a_bad_file(run, tmp_path, capfd):
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    layout = {f"validation/c{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(10) for i in range(2)}
+    layout.update({f"train/c{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
+    layout["validation/c3/empty.jpg"] = b""
+    write_tree(tmp_path / "photos", layout)
+    figures = evaluate.evaluate_run(
+        run[0], crops=10, overrides=[f"data.source=folder:{tmp_path / 'photos'}"], verbose=0
+    )
+    assert (figures["images"], figures["skipped_images"]) == (20, 1)
+    assert "empty.jpg" in capfd.readouterr().err
