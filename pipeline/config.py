@@ -9,6 +9,7 @@ so a bad config fails in a fraction of a second.
 
 import copy
 import pathlib
+import re
 from typing import Literal, Optional
 
 import yaml
@@ -18,6 +19,27 @@ from model_defs.geometry import IMAGENET_MEAN, MIN_INPUT_SIZE
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "quickstart.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads exponent floats without a dot.
+
+    PyYAML follows YAML 1.1, where `5e-4` and `1e6` are strings; YAML 1.2 (and
+    every other reader) makes them numbers. Configs write weight decays and
+    learning rates that way, so they load as floats here.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text):
+    """Parses YAML text with `_Loader` (safe, exponent floats as numbers)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -258,7 +280,7 @@ def parse_override(text):
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects key=value with a dotted key, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({exc.problem})") from None
     nested = value
@@ -273,7 +295,7 @@ def load_yaml(path):
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:

@@ -21,9 +21,8 @@ import os
 import pathlib
 import shutil
 
-import yaml
 
-from pipeline.config import ConfigError, build_config, config_fingerprint
+from pipeline.config import ConfigError, build_config, config_fingerprint, read_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -149,7 +148,7 @@ class RunDir:
         path = self.path / CONFIG_FILE
         if not path.is_file():
             return None
-        return build_config(yaml.safe_load(path.read_text()))
+        return build_config(read_yaml(path.read_text()))
 
     def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE)):
         """Deletes what an earlier attempt left before its first backup (logs, exports).

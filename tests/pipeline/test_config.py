@@ -39,6 +39,19 @@ def test_later_files_and_overrides_win(tmp_path):
     assert config.model.lrn is False
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # PyYAML reads `5e-4` as a string (YAML 1.1); a config written that way must still load.
+    path = tmp_path / "e.yaml"
+    path.write_text("train:\n  optimizer:\n    weight_decay: 5e-4\n    learning_rate: 1E-2\n")
+    config = load_config([path], ["model.lrn_alpha=2e-4"])
+    assert config.train.optimizer.weight_decay == 5e-4
+    assert config.train.optimizer.learning_rate == 0.01
+    assert config.model.lrn_alpha == 2e-4
+    # A quoted value stays a string, so the type check still catches it.
+    with pytest.raises(ConfigError, match="train.optimizer.weight_decay"):
+        load_config([], ["train.optimizer.weight_decay='5e-4'"])
+
+
 def test_resolved_config_round_trips(tmp_path):
     config = load_config([], ["train.epochs=7", "data.source=synthetic"])
     path = tmp_path / "config.yaml"
