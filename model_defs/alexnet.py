@@ -76,6 +76,8 @@ def build_alexnet(
         weight_decay: the paper's weight decay (section 5: 0.0005). It enters the
             momentum update as `- wd * lr * w`, i.e. the gradient of (wd / 2) * ||w||^2,
             so it is applied as an L2 penalty of wd / 2 on every kernel (not biases).
+            `pipeline.train` leaves this at 0 and applies the same decay inside
+            its optimizer (`model_defs.optimizers.PaperSGD`), which is faster.
         mean, std: per-channel input normalisation, in pixel units.
         seed: seed for the initialisers (None: random).
         name: model name.

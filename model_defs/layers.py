@@ -1,13 +1,17 @@
 """Layers AlexNet needs that Keras does not ship in the paper's form.
 
-Both are registered for serialization, so a saved `model.keras` reloads with
+They are registered for serialization, so a saved `model.keras` reloads with
 `keras.models.load_model` once this module has been imported (the `alexnet`
 package name keeps them apart from user layers of the same class name).
+Importing it also registers the paper's optimizer (`model_defs.optimizers`),
+which a compiled `model.keras` names.
 """
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+from model_defs import optimizers as _optimizers  # noqa: F401  registers PaperSGD for load_model
 
 
 @keras.saving.register_keras_serializable(package="alexnet")

@@ -67,6 +67,9 @@ def dtype_policy(name):
 def build_model(config, num_classes):
     """The AlexNet described by `config.model` and `config.data` (uncompiled).
 
+    The model carries no weight-decay penalty: `compile_model`'s optimizer
+    applies `train.optimizer.weight_decay` inside its update (`PaperSGD`).
+
     Args:
         config: the run's `Config`; `train.precision` sets the layers' dtype
             policy (fc8's logits stay float32, LRN computes in float32).
@@ -92,7 +95,6 @@ def build_model(config, num_classes):
             widths=m.widths,
             fc_units=m.fc_units,
             init=m.init,
-            weight_decay=config.train.optimizer.weight_decay,
             mean=m.mean,
             std=m.std,
             seed=config.seed,
@@ -101,6 +103,10 @@ def build_model(config, num_classes):
 
 def compile_model(model, config, num_classes, learning_rate=None):
     """Compiles with the paper's SGD, cross-entropy on logits, and top-1/top-5 error.
+
+    The optimizer is `PaperSGD`: momentum with the weight decay added to each
+    kernel's gradient inside the update, as in the paper's update rule. The
+    reported loss is therefore the cross-entropy alone, without an L2 term.
 
     Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer
     itself (dynamic loss scaling); the loss is computed on float32 logits.
@@ -119,13 +125,15 @@ def compile_model(model, config, num_classes, learning_rate=None):
 
     from pipeline.distribute import scaled_learning_rate
     from pipeline.metrics import error_metrics
+    from model_defs.optimizers import PaperSGD
 
     opt = config.train.optimizer
     model.compile(
-        optimizer=keras.optimizers.SGD(
+        optimizer=PaperSGD(
             learning_rate=learning_rate or scaled_learning_rate(config.train),
             momentum=opt.momentum,
             nesterov=opt.nesterov,
+            coupled_weight_decay=opt.weight_decay,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=error_metrics(num_classes),
