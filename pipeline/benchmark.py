@@ -23,12 +23,15 @@ Prints, each as the median of --repeats timings with their spread (min-max):
   step          training images/s of the compiled training step (the one
                 model.fit runs) on one in-memory batch, after warm-up, no
                 callbacks: the model and optimizer alone. Its FLOP rate over
-                the matmul rate is the "fraction of peak".
+                the matmul rate is the "fraction of peak"; it is also given
+                paired, each step timing over a matmul timed just before it,
+                which a drift of a shared machine's speed does not skew.
   fit           training images/s of a real `python -m pipeline.train` run
                 (model.fit, the tf.data input pipeline on the synthetic source,
                 every callback, TensorBoard, the per-epoch backup), measured by
                 the same per-epoch figure the trainer logs; its ratio to `step`
-                is what the input pipeline and callbacks cost. --fit-source
+                is what the input pipeline and callbacks cost, against the
+                step timed both before and after the fit. --fit-source
                 reads real images instead (folder:, records:, tfds:), the
                 end-to-end ratio.
   PyTorch       the same network and optimizer step in PyTorch
@@ -204,12 +207,12 @@ def matmul_rate(dtype="float32", size=2048, repeats=3, per_repeat=4):
     return rates
 
 
-def _best_matmul(dtype, repeats, out):
+def _best_matmul(dtype, repeats, out, sizes=None):
     """The matmul rate at 2048 and at 4096 (the same work per timing); prints both, returns the faster size's list.
 
     Which size runs closer to the peak depends on the kernels and caches
     (Eigen here is faster at 2048, oneDNN at 4096), so the ceiling is the
-    better of the two.
+    better of the two; `sizes[dtype]` is set to it.
     """
     best = None
     for size, per_repeat in ((2048, 8), (4096, 1)):
@@ -217,10 +220,12 @@ def _best_matmul(dtype, repeats, out):
         out(f"matmul {dtype:<8} {size:>4}    {_fmt(rates, 'GFLOP/s')}")
         if best is None or statistics.median(rates) > statistics.median(best):
             best = rates
+            if sizes is not None:
+                sizes[dtype] = size
     return best
 
 
-def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, meter=None):
+def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, meter=None, beside=None):
     """Training images/s of the model's compiled training step on one in-memory batch.
 
     The step is the one `model.fit` runs (`model.train_function` over a
@@ -236,6 +241,8 @@ def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, mete
         repeats: timings.
         num_classes: width of fc8.
         meter: a `_CoreMeter` to charge the timed steps to.
+        beside: a function called (untimed) before each timing, e.g. a matmul
+            timing, so that both see the machine in the same state.
 
     Returns:
         (list of images/s, the model).
@@ -258,6 +265,8 @@ def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, mete
     rates = []
     meter = meter or _CoreMeter()
     for _ in range(repeats):
+        if beside is not None:
+            beside()
         with meter.measure():
             start = time.perf_counter()
             for _ in range(steps):
@@ -394,14 +403,15 @@ def benchmark(
         out(f"CPU kernels: {'oneDNN' if onednn else 'Eigen'} (TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})")
     figures = {}
     matmul_cores = _CoreMeter()
+    matmul_sizes = {}
     with matmul_cores.measure():
-        matmul = _best_matmul("float32", repeats, out)
+        matmul = _best_matmul("float32", repeats, out, matmul_sizes)
     figures["matmul_gflops"] = matmul
     out(matmul_cores.describe())
     compute_dtype = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(t.precision)
     peak = statistics.median(matmul)
     if compute_dtype:
-        half = _best_matmul(compute_dtype, repeats, out)
+        half = _best_matmul(compute_dtype, repeats, out, matmul_sizes)
         figures[f"matmul_{compute_dtype}_gflops"] = half
         peak = max(peak, statistics.median(half))
 
@@ -411,18 +421,35 @@ def benchmark(
         f"{variants[1] / 1e9:.3f} GFLOP (groups 1)"
     )
 
+    # A matmul timed just before each step timing: on a shared machine the
+    # speed drifts, and the pair sees the same state.
+    peak_size = matmul_sizes[compute_dtype or "float32"]
+    paired = []
+
+    def beside():
+        rates = [matmul_rate(dtype, size=peak_size, repeats=1, per_repeat=8 if peak_size == 2048 else 1)[0]
+                 for dtype in ("float32", compute_dtype) if dtype]
+        paired.append(max(rates))
+
     step_cores = _CoreMeter()
-    steps_per_s, model = step_rate(config, batch_size, steps, warmup, repeats, num_classes, step_cores)
+    steps_per_s, model = step_rate(config, batch_size, steps, warmup, repeats, num_classes, step_cores, beside)
     flops = training_flops(model)
     del model
     keras.backend.clear_session()
     achieved = [rate * flops / 1e9 for rate in steps_per_s]
-    figures.update(step_images_per_second=steps_per_s, step_cores=step_cores.cores, training_flops=flops, peak_gflops=peak)
+    fractions = [a / m for a, m in zip(achieved, paired)]
+    figures.update(
+        step_images_per_second=steps_per_s, step_cores=step_cores.cores, training_flops=flops, peak_gflops=peak,
+        paired_matmul_gflops=paired, peak_fractions=fractions,
+    )
     out(f"step (in-memory batch)  {_fmt(steps_per_s, 'images/s')}")
     out(step_cores.describe())
     out(
         f"  = {statistics.median(achieved):.1f} GFLOP/s = {statistics.median(achieved) / peak:.2f} of the "
         f"{'best ' if compute_dtype else ''}matmul rate"
+    )
+    out(
+        f"  paired with a matmul ({peak_size}) timed before each repeat: {_fmt(fractions, 'of the matmul rate', 2)}"
     )
     figures["step_peak_rss_gib"] = _peak_rss_gib()
     out(f"  peak RSS so far         {figures['step_peak_rss_gib']:.2f} GiB")
@@ -445,11 +472,19 @@ def benchmark(
         fit_cores = _CoreMeter()
         fit_per_s = fit_rate(config, batch_size, steps, repeats, num_classes, fit_cores, source=fit_source)
         figures["fit_images_per_second"] = fit_per_s
-        ratio = statistics.median(fit_per_s) / statistics.median(steps_per_s)
-        worst = min(fit_per_s) / statistics.median(steps_per_s)
         out(f"fit (pipeline.train)    {_fmt(fit_per_s, 'images/s')} on data.source={fit_source}")
         out(fit_cores.describe(" over the whole run (tracing, validation, backups included)", warn=False))
-        out(f"  = {ratio:.2f} of the step figure (worst epoch {worst:.2f})")
+        # The step again, so that a drift of the machine's speed during the
+        # fit shows up in the step's spread instead of in the ratio alone.
+        again, model = step_rate(config, batch_size, steps, warmup, repeats, num_classes)
+        del model
+        keras.backend.clear_session()
+        figures["step_after_fit_images_per_second"] = again
+        out(f"step again after fit    {_fmt(again, 'images/s')}")
+        reference = statistics.median(steps_per_s + again)
+        ratio = statistics.median(fit_per_s) / reference
+        worst = min(fit_per_s) / reference
+        out(f"  fit = {ratio:.2f} of the step figure before and after (worst epoch {worst:.2f})")
     figures["peak_rss_gib"] = _peak_rss_gib()
     out(f"peak RSS                {figures['peak_rss_gib']:.2f} GiB")
     return figures

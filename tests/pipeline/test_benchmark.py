@@ -67,8 +67,8 @@ def test_report_names_every_figure(capsys, tmp_path):
     assert benchmark.main(tiny + quick + ["--fit-source", f"folder:{tmp_path}"]) == 0
     out = capsys.readouterr().out
     for label in ("CPU kernels: ", "matmul float32  2048", "matmul float32  4096", "training FLOPs/image",
-                  "step (in-memory batch)", "of the matmul rate", "fit (pipeline.train)", f"folder:{tmp_path}",
-                  "of the step figure", "peak RSS"):
+                  "step (in-memory batch)", "of the matmul rate", "paired with a matmul", "fit (pipeline.train)",
+                  f"folder:{tmp_path}", "step again after fit", "of the step figure before and after", "peak RSS"):
         assert label in out, label
     if importlib.util.find_spec("torch"):
         assert "PyTorch step (same net)" in out and "x PyTorch's" in out
