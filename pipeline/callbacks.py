@@ -231,9 +231,10 @@ def first_training_batch(data_config, batch_size, seed):
     neighbouring batch).
 
     Costs what opening the source and the first batch of an epoch cost:
-    listing the files (folder source), filling the shuffle buffer (up to
-    10,000 source images, read but not decoded for file sources) and
-    augmenting one batch.
+    listing the files (folder source; `pipeline.train` lets it reuse the
+    trainer's listing, see `pipeline.data.shared_listings`), filling the
+    shuffle buffer (up to 10,000 source images, read but not decoded for
+    file sources) and augmenting one batch.
 
     Args:
         data_config: `pipeline.config.DataConfig` of the run.

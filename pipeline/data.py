@@ -25,6 +25,7 @@ Undecodable files (empty, not an image, a JPEG cut short) are skipped, each
 with a warning naming it, and counted in `Datasets.skipped`.
 """
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -147,8 +148,41 @@ def _list_class_folders(root):
     return classes
 
 
+_listings = None  # {(root, classes): (paths, labels)} inside `shared_listings()`
+
+
+@contextlib.contextmanager
+def shared_listings():
+    """Inside the block, each image folder is listed once.
+
+    A training run opens its source up to three times at start-up (the
+    trainer's pipelines, the TensorBoard picture of the first batch, ten-crop
+    validation); on ImageNet each listing walks 1.28 M files. Inside this
+    block the later ones reuse the first listing. The lists are dropped when
+    the block ends, so a folder changed afterwards is listed anew.
+    """
+    global _listings
+    outer = _listings
+    _listings = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _listings = outer
+
+
 def _list_images(root, classes):
     """(paths, labels) of the image files under root/<class>/, in a fixed order."""
+    key = (str(root), tuple(classes))
+    if _listings is not None and key in _listings:
+        paths, labels = _listings[key]
+        return list(paths), labels.copy()
+    paths, labels = _walk_images(root, classes)
+    if _listings is not None:
+        _listings[key] = (paths, labels)
+    return list(paths), labels.copy()
+
+
+def _walk_images(root, classes):
     paths, labels = [], []
     for label, name in enumerate(classes):
         folder = pathlib.Path(root) / name

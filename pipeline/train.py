@@ -170,7 +170,8 @@ def build_callbacks(
         first_batch: the first training batch (images, labels), or a function
             returning it, for the TensorBoard picture of the augmented input
             (`AugmentedImageGrid`); None (other workers than the chief) draws
-            none. A run that resumes from a backup does not draw it again.
+            none. A run that resumes from a backup does not draw it again
+            (nor call the function).
         class_names: label -> class name, for the picture's description.
 
     Returns:
@@ -195,12 +196,18 @@ def build_callbacks(
     log_dir = str(log_dir)
     # A backup means that an earlier session of this run started at epoch 0 and drew the picture.
     draw = first_batch is not None and backup.read_state() is None
+    # Both open the data source now, while `train` shares the folder listing
+    # between the pipelines (`pipeline.data.shared_listings`).
+    if draw and callable(first_batch):
+        first_batch = first_batch()
     picture = [AugmentedImageGrid(log_dir, first_batch, class_names)] if draw else []
     ten_crop = (
         [TenCropValidation(config.data, t.batch_size, seed=config.seed, validation_steps=t.validation_steps)]
         if t.validation_crops == 10
         else []
     )
+    for callback in ten_crop:
+        callback.dataset()
     return [
         StopOnNaN(),
         *per_step,
@@ -376,30 +383,32 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         import keras
 
         from pipeline.callbacks import RunBackup, first_training_batch
-        from pipeline.data import build_datasets
+        from pipeline.data import build_datasets, shared_listings
         from pipeline.export import export_run
 
         t = config.train
         backup = RunBackup(run.sub("backup"), save_freq=t.backup_every_steps or "epoch")
         _announce_resume(run, backup.read_state(), t.epochs)
         keras.utils.set_random_seed(config.seed)
-        data = build_datasets(config.data, t.batch_size, seed=config.seed)
-        run.write_labels(data.class_names)
-        learning_rate = distribute.scaled_learning_rate(t)
-        with cluster.strategy.scope():
-            model = compile_model(build_model(config, data.num_classes), config, data.num_classes, learning_rate)
-            # Built here, in the scope, so its variables are distributed like the
-            # model's, and a backup can be loaded into them.
-            model.optimizer.build(model.trainable_variables)
+        # The folder is listed once for the trainer's pipelines, the picture and ten-crop validation.
+        with shared_listings():
+            data = build_datasets(config.data, t.batch_size, seed=config.seed)
+            run.write_labels(data.class_names)
+            learning_rate = distribute.scaled_learning_rate(t)
+            with cluster.strategy.scope():
+                model = compile_model(build_model(config, data.num_classes), config, data.num_classes, learning_rate)
+                # Built here, in the scope, so its variables are distributed like the
+                # model's, and a backup can be loaded into them.
+                model.optimizer.build(model.trainable_variables)
 
-        train_ds, validation_ds, steps_per_epoch, images_per_epoch = _input_pipelines(config, data, cluster)
-        verbose = t.verbose if cluster.is_chief else 0
-        callbacks = build_callbacks(
-            config, run.sub("logs"), images_per_epoch, steps_per_epoch, learning_rate, backup, verbose,
-            first_batch=functools.partial(first_training_batch, config.data, t.batch_size, config.seed)
-            if cluster.is_chief else None,
-            class_names=data.class_names,
-        )
+            train_ds, validation_ds, steps_per_epoch, images_per_epoch = _input_pipelines(config, data, cluster)
+            verbose = t.verbose if cluster.is_chief else 0
+            callbacks = build_callbacks(
+                config, run.sub("logs"), images_per_epoch, steps_per_epoch, learning_rate, backup, verbose,
+                first_batch=functools.partial(first_training_batch, config.data, t.batch_size, config.seed)
+                if cluster.is_chief else None,
+                class_names=data.class_names,
+            )
         print(
             f"{config.name}: {data.train_size} training / {data.validation_size} validation images, "
             f"{data.num_classes} classes, {config.data.image_size}x{config.data.image_size} input, "

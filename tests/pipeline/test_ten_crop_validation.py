@@ -123,3 +123,26 @@ def test_run_without_the_key_logs_no_ten_crop_figures(tmp_path):
     tags = scalar_tags(validation)
     assert "epoch_top1_error" in tags  # Keras' validation is logged...
     assert not any("10crop" in tag for tag in tags)  # ...and no ten-crop figure
+
+
+@pytest.mark.slow
+def test_a_folder_is_listed_once_for_the_trainer_the_picture_and_ten_crops(tmp_path, monkeypatch):
+    from pipeline import data
+
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    root = tmp_path / "images"
+    write_tree(root, {f"train/c{i % 2}/{i}.jpg": jpeg_bytes(seed=i) for i in range(12)})
+    write_tree(root, {f"val/c{i % 2}/{i}.jpg": jpeg_bytes(seed=20 + i) for i in range(4)})
+    walked = []
+    walk = data._walk_images
+    monkeypatch.setattr(data, "_walk_images", lambda folder, classes: walked.append(str(folder)) or walk(folder, classes))
+    config = load_config([], TEN + [f"data.source=folder:{root}", "train.epochs=1", "train.batch_size=4",
+                                    "export.keras=false"])
+    figures = train.train(config, tmp_path / "run")
+    assert "val_10crop_top1_error" in figures
+    assert sorted(walked) == [str(root / "train"), str(root / "val")]
+    assert data._listings is None  # nothing held after start-up
+    # Outside a run nothing is shared: each source lists its folder again.
+    data.load_source(config.data)
+    assert len(walked) == 4
