@@ -250,25 +250,36 @@ def precision_note(precision, has_gpu):
 
 
 def _summary(figures, run_path):
+    """The closing lines of a run: its errors beside the paper's (ten-crop ones too, when logged)."""
     from pipeline import metrics
 
-    top1 = figures.get("val_top1_error")
-    top5 = figures.get("val_top5_error")
+    views = [("", figures.get("val_top1_error"), figures.get("val_top5_error"))]
+    if figures.get("val_10crop_top1_error") is not None:
+        views = [
+            (" (centre crop)", *views[0][1:]),
+            (" (ten crops)", figures["val_10crop_top1_error"], figures.get("val_10crop_top5_error")),
+        ]
     lines = [
         "",
         f"Finished {figures['epochs']} epochs in {figures['wall_seconds']:.0f} s "
         f"({figures['images_per_second']:.1f} training images/s).",
-        f"  validation top-1 error  {top1:7.2%}   (accuracy {1 - top1:.2%})   paper, one CNN: {metrics.PAPER_ONE_CNN_TOP1:.1%}",
     ]
-    if top5 is not None:
-        lines.append(
-            f"  validation top-5 error  {top5:7.2%}                       paper, one CNN: "
-            f"{metrics.PAPER_ONE_CNN_TOP5:.1%}; 2012 winning ensemble: {metrics.PAPER_ENSEMBLE_TOP5:.1%}"
-        )
+    width = max(len(label) for label, _, _ in views)
+    for i, (label, top1, top5) in enumerate(views):
+        # The paper's figures are ten-crop ones: they go beside the last view.
+        last = i == len(views) - 1
+        paper1 = f"   paper, one CNN: {metrics.PAPER_ONE_CNN_TOP1:.1%}" if last else ""
+        lines.append(f"  validation top-1 error{label:<{width}}  {top1:7.2%}   (accuracy {1 - top1:.2%}){paper1}")
+        if top5 is not None:
+            paper5 = (
+                f"                       paper, one CNN: {metrics.PAPER_ONE_CNN_TOP5:.1%}; "
+                f"2012 winning ensemble: {metrics.PAPER_ENSEMBLE_TOP5:.1%}" if last else ""
+            )
+            lines.append(f"  validation top-5 error{label:<{width}}  {top5:7.2%}{paper5}")
     if figures.get("skipped_images"):
         lines.append(f"  {figures['skipped_images']} undecodable image files skipped (named in the warnings above)")
     lines += [
-        "  (the paper's figures are ILSVRC-2012; compare like with like)",
+        "  (the paper's figures are ILSVRC-2012, ten crops; compare like with like)",
         f"Run directory: {run_path}",
         f"  tensorboard --logdir {run_path / 'logs'}",
     ]
