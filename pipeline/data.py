@@ -373,20 +373,26 @@ def skip_undecodable(dataset, counter=None, keep_name=False):
     keep_name the triples are kept whole.
     """
 
-    def keep(data, label, name):
+    def check(data, label, name):
         ok = is_decodable(data)
-        if counter is None:
-            return ok
+        if counter is not None:
 
-        def skip():
-            tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
-            counter.assign_add(1)
-            return ok
+            def skip():
+                tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
+                counter.assign_add(1)
+                return ok
 
-        return tf.cond(ok, lambda: ok, skip)
+            ok = tf.cond(ok, lambda: ok, skip)
+        return data, label, name, ok
 
-    dataset = dataset.filter(keep)
-    return dataset if keep_name else dataset.map(lambda data, label, name: (data, label))
+    # The check (the file's header and, for a JPEG, its end) runs in a parallel
+    # map, in order: tf.data's filter is sequential, so only the test of its
+    # result runs there.
+    dataset = dataset.map(check, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.filter(lambda data, label, name, ok: ok)
+    if keep_name:
+        return dataset.map(lambda data, label, name, ok: (data, label, name))
+    return dataset.map(lambda data, label, name, ok: (data, label))
 
 
 def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False):
