@@ -61,6 +61,7 @@ class Source:
     validation_size: int
     encoded: bool = False  # elements are (bytes, label, name) rather than (image, label)
     shuffled: bool = False  # train comes in a new full random order every epoch already
+    sharded: bool = False  # train holds this worker's share only (multi-worker, see folder_source)
 
     @property
     def num_classes(self):
@@ -77,6 +78,7 @@ class Datasets:
     train_size: int
     validation_size: int
     skipped: tf.Variable = None  # undecodable files met so far (int64 counter)
+    train_sharded: bool = False  # train holds this worker's share only: tf.data must not shard it again
 
     @property
     def num_classes(self):
@@ -210,8 +212,18 @@ def _files_dataset(paths, labels, shuffle_seed=None):
     return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def folder_source(data_config, seed=0):
-    """Images in class folders (see the module docstring for the layouts)."""
+def folder_source(data_config, seed=0, shard=None):
+    """Images in class folders (see the module docstring for the layouts).
+
+    Args:
+        data_config: `DataConfig` with source folder:PATH.
+        seed: shuffle seed of the training files.
+        shard: (workers, index) for multi-worker training: this worker reads
+            every workers-th training file from the index-th, all workers the
+            same number (len // workers; up to workers - 1 files are left out),
+            so that each worker decodes only its share and all run the same
+            number of steps. `train_size` stays the size of all shares.
+    """
     root = pathlib.Path(data_config.source.partition(":")[2]).expanduser()
     if not root.is_dir():
         raise DataError(f"data.source: folder {root} does not exist")
@@ -237,14 +249,23 @@ def folder_source(data_config, seed=0):
         train_idx, val_idx = _split(len(paths), data_config.validation_fraction)
         paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
         labels, val_labels = labels[train_idx], labels[val_idx]
+    train_size = len(paths)
+    if shard is not None:
+        workers, index = shard
+        share = len(paths) // workers
+        if share == 0:
+            raise DataError(f"{train_root} has {len(paths)} training images, fewer than the {workers} workers")
+        paths, labels = paths[index::workers][:share], labels[index::workers][:share]
+        train_size = share * workers
     return Source(
         train=_files_dataset(paths, labels, shuffle_seed=seed),
         validation=_files_dataset(val_paths, val_labels),
         class_names=classes,
-        train_size=len(paths),
+        train_size=train_size,
         validation_size=len(val_paths),
         encoded=True,
         shuffled=True,
+        sharded=shard is not None,
     )
 
 
@@ -346,8 +367,12 @@ def records_source(data_config, seed=0):
     )
 
 
-def load_source(data_config, seed=0):
+def load_source(data_config, seed=0, shard=None):
     """The `Source` named by `data_config.source`.
+
+    `shard` (workers, index) splits a folder source's training files between
+    multi-worker workers (see `folder_source`); other sources ignore it
+    (records: and tfds: are split by file by tf.data, in memory ones by element).
 
     Raises:
         DataError: the data is missing or not in a readable layout.
@@ -358,7 +383,7 @@ def load_source(data_config, seed=0):
     if kind == "synthetic":
         return synthetic_source(data_config, seed)
     if kind == "folder":
-        return folder_source(data_config, seed)
+        return folder_source(data_config, seed, shard)
     if kind == "records":
         return records_source(data_config, seed)
     return tfds_source(data_config, seed)
@@ -463,22 +488,29 @@ def eval_pipeline(dataset, data_config, batch_size, crops=None, cache=None):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def build_datasets(data_config, batch_size, seed=0):
+def build_datasets(data_config, batch_size, seed=0, shard=None):
     """The batched training and validation pipelines for a `DataConfig`.
 
     Args:
         data_config: `pipeline.config.DataConfig`.
         batch_size: global batch size.
         seed: seed of the shuffle order and the augmentation.
+        shard: (workers, index) under multi-worker training: a folder source
+            gives this worker its share of the training files (`folder_source`).
 
     Returns:
         `Datasets` with float32 images in [0, 255] and int32 labels.
     """
-    source = load_source(data_config, seed)
+    source = load_source(data_config, seed, shard)
     skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
     train, validation = source.train, source.validation
     if source.encoded:
         train, validation = skip_undecodable(train, skipped), skip_undecodable(validation, skipped)
+    if source.sharded:
+        # Every worker must run the same number of steps: an epoch is exactly
+        # its share of images, topped up from the next pass over its files
+        # where undecodable ones were dropped.
+        train = train.repeat().take(source.train_size // shard[0])
     return Datasets(
         train=train_pipeline(train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled),
         # Not cached: 50,000 ImageNet validation photos would not fit in memory.
@@ -487,4 +519,5 @@ def build_datasets(data_config, batch_size, seed=0):
         train_size=source.train_size,
         validation_size=source.validation_size,
         skipped=skipped,
+        train_sharded=source.sharded,
     )

@@ -337,11 +337,18 @@ def _input_pipelines(config, data, cluster):
     if cluster.multi_worker and config.data.source.partition(":")[0] in ("digits", "synthetic", "folder"):
         # No record files to split between workers (in memory, or a list of
         # image files in one op): every worker runs the pipeline and keeps its
-        # share of each batch. tfds: and records: sources keep tf.data's AUTO
-        # policy, which gives each worker its own record files.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds, validation_ds = train_ds.with_options(options), validation_ds.with_options(options)
+        # share of each batch. A folder's training files are already split
+        # (`build_datasets(shard=...)`), so each worker decodes only its own.
+        # tfds: and records: sources keep tf.data's AUTO policy, which gives
+        # each worker its own record files.
+        def policy(dataset, kind):
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = kind
+            return dataset.with_options(options)
+
+        Policy = tf.data.experimental.AutoShardPolicy
+        train_ds = policy(train_ds, Policy.OFF if data.train_sharded else Policy.DATA)
+        validation_ds = policy(validation_ds, Policy.DATA)
     steps_per_epoch = t.steps_per_epoch or math.ceil(data.train_size / t.batch_size)
     images_per_epoch = steps_per_epoch * t.batch_size if t.steps_per_epoch else data.train_size
     return train_ds, validation_ds, steps_per_epoch, images_per_epoch
@@ -403,7 +410,11 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         keras.utils.set_random_seed(config.seed)
         # The folder is listed once for the trainer's pipelines, the picture and ten-crop validation.
         with shared_listings():
-            data = build_datasets(config.data, t.batch_size, seed=config.seed)
+            shard = (cluster.workers, cluster.task_index) if cluster.multi_worker else None
+            data = build_datasets(config.data, t.batch_size, seed=config.seed, shard=shard)
+            if data.train_sharded:
+                print(f"Worker {cluster.task_index} reads {data.train_size // cluster.workers} of the "
+                      f"{data.train_size} training images each epoch")
             run.write_labels(data.class_names)
             learning_rate = distribute.scaled_learning_rate(t)
             with cluster.strategy.scope():
