@@ -218,7 +218,7 @@ def image_grid(images, max_images=16, border=2, fill=255):
     return grid
 
 
-def first_training_batch(data_config, batch_size, seed):
+def first_training_batch(data_config, batch_size, seed, shard=None):
     """The first batch of the first epoch of the training pipeline: (images, labels) as numpy arrays.
 
     Taken from a second pipeline built like the trainer's (`build_datasets`
@@ -240,10 +240,12 @@ def first_training_batch(data_config, batch_size, seed):
         data_config: `pipeline.config.DataConfig` of the run.
         batch_size: global batch size.
         seed: the run's seed.
+        shard: the trainer's (workers, index) under multi-worker training, so
+            that the picture comes from this worker's share of a folder.
     """
     from pipeline.data import build_datasets
 
-    data = build_datasets(data_config.model_copy(update={"cache": False}), batch_size, seed=seed)
+    data = build_datasets(data_config.model_copy(update={"cache": False}), batch_size, seed=seed, shard=shard)
     images, labels = next(iter(data.train.take(1)))
     return images.numpy(), labels.numpy()
 

@@ -427,7 +427,7 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
             verbose = t.verbose if cluster.is_chief else 0
             callbacks = build_callbacks(
                 config, run.sub("logs"), images_per_epoch, steps_per_epoch, learning_rate, backup, verbose,
-                first_batch=functools.partial(first_training_batch, config.data, t.batch_size, config.seed)
+                first_batch=functools.partial(first_training_batch, config.data, t.batch_size, config.seed, shard)
                 if cluster.is_chief else None,
                 class_names=data.class_names,
             )
