@@ -164,8 +164,10 @@ class ChannelNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
-        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
-        return (ops.cast(inputs, self.compute_dtype) - mean) / std
+        centred = ops.cast(inputs, self.compute_dtype) - mean
+        if all(s == 1.0 for s in self.std):  # the paper's: no pass over the images for a division by one
+            return centred
+        return centred / ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from model_defs.alexnet import build_alexnet, feature_map_sizes
 from model_defs.geometry import MIN_INPUT_SIZE
-from model_defs.layers import GroupedConv2D, LocalResponseNormalization
+from model_defs.layers import ChannelNormalization, GroupedConv2D, LocalResponseNormalization
 
 
 @pytest.mark.parametrize(
@@ -152,3 +152,12 @@ def test_keras_save_and_reload_gives_identical_outputs(tmp_path):
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(reloaded(x)))
     assert reloaded.get_layer("norm1").get_config()["alpha"] == 1e-4
     assert reloaded.count_params() == model.count_params()
+
+
+def test_channel_normalization_subtracts_the_mean_and_divides_by_std():
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    mean = (120.0, 110.0, 100.0)
+    np.testing.assert_array_equal(np.asarray(ChannelNormalization(mean, (1.0, 1.0, 1.0))(x)), x - np.float32(mean))
+    std = (58.0, 57.0, 56.0)
+    np.testing.assert_allclose(np.asarray(ChannelNormalization(mean, std)(x)), (x - np.float32(mean)) / np.float32(std),
+                               rtol=1e-6)
