@@ -1,6 +1,8 @@
-"""Tiny training configs, run directories and TensorBoard/backup readers for the tests."""
+"""Tiny training configs, run directories, subprocess environments and TensorBoard/backup readers for the tests."""
 
 import json
+import os
+import pathlib
 
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -9,6 +11,15 @@ from pipeline import export, train
 from pipeline.config import load_config
 from pipeline.data import load_source
 from pipeline.rundir import RunDir
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def project_env(**extra):
+    """os.environ for a subprocess that imports the project from this checkout, TensorFlow's logs quiet; plus extra."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra)
+    return env
 
 # Overrides for a real `pipeline.train` run that takes seconds: 48 synthetic images, 8 classes, 2 epochs.
 TINY = [

@@ -1,5 +1,3 @@
-import os
-import pathlib
 import subprocess
 import sys
 
@@ -11,7 +9,9 @@ import tensorflow as tf
 from model_defs.alexnet import build_alexnet
 from model_defs.optimizers import PaperSGD
 
-ENV = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]), TF_CPP_MIN_LOG_LEVEL="2")
+from tests.helpers.runs import project_env
+
+ENV = project_env()
 
 
 def _step(optimizer, variables, gradients):

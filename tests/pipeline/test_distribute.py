@@ -6,8 +6,6 @@ subprocesses of their own.
 """
 
 import json
-import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -18,13 +16,11 @@ import pytest
 
 from pipeline import distribute, train
 from pipeline.config import ConfigError, load_config
-from tests.helpers.runs import TINY, args, backup_epoch, event_steps, scalars
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers.runs import TINY, args, backup_epoch, event_steps, project_env, scalars
 
 
 def subprocess_env(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_path / "tmp"))
+    env = project_env(TMPDIR=str(tmp_path / "tmp"))
     env.pop("TF_CONFIG", None)
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return env

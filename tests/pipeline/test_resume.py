@@ -1,8 +1,6 @@
 """Surviving a kill: backups that restore everything, atomic commits, kill -9 and resume, kill during export."""
 
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -17,9 +15,7 @@ from pipeline.callbacks import RunBackup
 from pipeline.config import load_config
 from pipeline.rundir import RunDir
 from pipeline.schedules import PlateauSchedule
-from tests.helpers.runs import TINY, args, backup_epoch, event_steps, scalars
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers.runs import TINY, args, backup_epoch, event_steps, project_env, scalars
 
 
 class HalveRate(keras.callbacks.Callback):
@@ -114,7 +110,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_and_finishes(tmp_path):
         run_dir, "train.epochs=5", "data.num_examples=96", "train.schedule.name=step",
         "train.schedule.milestones=[2, 4]", "export.keras=false",
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    env = project_env()
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180

@@ -24,7 +24,7 @@ from pipeline.config import ConfigError, config_fingerprint, load_config
 from tuning import search
 from tuning.hypermodel import override_tree
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers.runs import project_env
 
 # A tiny experiment: 32 synthetic 64x64 images, 10 classes, a narrow fc6/fc7.
 TINY = {
@@ -69,7 +69,7 @@ def run_main(argv):
 
 
 def subprocess_env(**extra):
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    env = project_env(TF_CPP_MIN_LOG_LEVEL="3", **extra)
     for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         env.pop(key, None)
     return env
