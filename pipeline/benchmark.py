@@ -207,6 +207,10 @@ def matmul_rate(dtype="float32", size=2048, repeats=3, per_repeat=4):
     return rates
 
 
+# Matrix size -> matmuls per timing: the same work per timing at both sizes.
+_MATMUL_SIZES = {2048: 8, 4096: 1}
+
+
 def _best_matmul(dtype, repeats, out, sizes=None):
     """The matmul rate at 2048 and at 4096 (the same work per timing); prints both, returns the faster size's list.
 
@@ -215,7 +219,7 @@ def _best_matmul(dtype, repeats, out, sizes=None):
     better of the two; `sizes[dtype]` is set to it.
     """
     best = None
-    for size, per_repeat in ((2048, 8), (4096, 1)):
+    for size, per_repeat in _MATMUL_SIZES.items():
         rates = matmul_rate(dtype, size=size, repeats=repeats, per_repeat=per_repeat)
         out(f"matmul {dtype:<8} {size:>4}    {_fmt(rates, 'GFLOP/s')}")
         if best is None or statistics.median(rates) > statistics.median(best):
@@ -427,7 +431,7 @@ def benchmark(
     paired = []
 
     def beside():
-        rates = [matmul_rate(dtype, size=peak_size, repeats=1, per_repeat=8 if peak_size == 2048 else 1)[0]
+        rates = [matmul_rate(dtype, size=peak_size, repeats=1, per_repeat=_MATMUL_SIZES[peak_size])[0]
                  for dtype in ("float32", compute_dtype) if dtype]
         paired.append(max(rates))
 

@@ -21,8 +21,7 @@ import os
 import pathlib
 import shutil
 
-
-from pipeline.config import ConfigError, build_config, config_fingerprint, read_yaml
+from pipeline.config import ConfigError, build_config, config_fingerprint, load_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -148,7 +147,7 @@ class RunDir:
         path = self.path / CONFIG_FILE
         if not path.is_file():
             return None
-        return build_config(read_yaml(path.read_text()))
+        return build_config(load_yaml(path))
 
     def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE)):
         """Deletes what an earlier attempt left before its first backup (logs, exports).

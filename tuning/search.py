@@ -61,7 +61,7 @@ import time
 
 import yaml
 
-from pipeline.config import ConfigError, build_config, load_config, read_yaml
+from pipeline.config import ConfigError, build_config, load_config, load_yaml
 from pipeline.rundir import changed_keys
 from tuning.hypermodel import TUNED_KEYS, check_search_space, override_tree, search_ranges
 
@@ -265,7 +265,7 @@ def check_resumable(search_dir, config):
     path = pathlib.Path(search_dir) / CONFIG_FILE
     if not path.is_file():
         return
-    saved = build_config(read_yaml(path.read_text()))
+    saved = build_config(load_yaml(path))
     old, new = _comparable(saved), _comparable(config)
     if old != new:
         raise ConfigError(
