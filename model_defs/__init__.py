@@ -1,16 +1,24 @@
 """AlexNet's layers and model (`model_defs.alexnet`), and the process settings they run best under.
 
 Importing this package (or `pipeline`, or `tuning`, which import it) before
-TensorFlow turns on TensorFlow's oneDNN CPU kernels unless the environment
-says otherwise. TensorFlow enables them by itself only on CPUs with AVX-512
-VNNI/BF16 or AMX; on the others (AVX2 CPUs such as AMD Zen) it falls back to
-Eigen kernels, and AlexNet's training step runs about 1.6x slower there
-(`python -m pipeline.benchmark`: 43 against 72 images/s, 128x128, batch 64,
-2-core AMD EPYC). `TF_ENABLE_ONEDNN_OPTS=0` keeps the Eigen kernels.
+TensorFlow does two things to the TensorFlow the process loads later:
+
+- It turns on TensorFlow's oneDNN CPU kernels unless the environment says
+  otherwise. TensorFlow enables them by itself only on CPUs with AVX-512
+  VNNI/BF16 or AMX; on the others (AVX2 CPUs such as AMD Zen) it falls back to
+  Eigen kernels, and AlexNet's training step runs about 1.6x slower there
+  (`python -m pipeline.benchmark`: 43 against 72 images/s, 128x128, batch 64,
+  2-core AMD EPYC). `TF_ENABLE_ONEDNN_OPTS=0` keeps the Eigen kernels.
+- It keeps TensorFlow's start-up notices off the terminal (`quiet_startup`):
+  the oneDNN notice printed twice, the CPU-instructions notice, and "failed
+  call to cuInit" on every host without a GPU. Setting TF_CPP_MIN_LOG_LEVEL
+  (to any value; 0 shows everything) leaves TensorFlow's logging as it is.
 """
 
 import os
 import sys
+
+from model_defs.startup import quiet_startup
 
 
 def prefer_onednn():
@@ -25,3 +33,4 @@ def prefer_onednn():
 
 
 prefer_onednn()
+quiet_startup()

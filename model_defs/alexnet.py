@@ -29,11 +29,19 @@ def _initializers(init, name, seed):
         # Section 5: weights from N(0, 0.01), biases 1 or 0.
         kernel = keras.initializers.RandomNormal(mean=0.0, stddev=0.01, seed=seed)
         bias = keras.initializers.Constant(1.0 if name in UNIT_BIAS_LAYERS else 0.0)
+    elif init == "caffe":
+        # Caffe's reference AlexNet (bvlc_alexnet): the paper's N(0, 0.01) but N(0, 0.005) in fc6/fc7,
+        # and biases 0.1 where the paper has 1. With unit biases the activations of conv4..fc7 are
+        # about 1 whatever the image: the image's signal is lost under them, and fc8's gradient,
+        # a sum over 4096 such activations, moves the logits by tens per step at lr 0.01.
+        std = 0.005 if name in ("fc6", "fc7") else 0.01
+        kernel = keras.initializers.RandomNormal(mean=0.0, stddev=std, seed=seed)
+        bias = keras.initializers.Constant(0.1 if name in UNIT_BIAS_LAYERS else 0.0)
     elif init in ("glorot_uniform", "he_normal"):
         kernel = keras.initializers.get({"class_name": init, "config": {"seed": seed}})
         bias = keras.initializers.Zeros()
     else:
-        raise ValueError(f"unknown init {init!r}: use 'paper', 'glorot_uniform' or 'he_normal'")
+        raise ValueError(f"unknown init {init!r}: use 'paper', 'caffe', 'glorot_uniform' or 'he_normal'")
     return kernel, bias
 
 
@@ -72,7 +80,9 @@ def build_alexnet(
             a single tower (more parameters and FLOPs).
         widths: "paper" (96-256-384-384-256) or "torchvision" (64-192-384-256-256).
         fc_units: width of fc6 and fc7 (paper: 4096).
-        init: "paper" (N(0, 0.01), unit biases, section 5), "glorot_uniform" or "he_normal".
+        init: "paper" (N(0, 0.01), unit biases, section 5), "caffe" (Caffe's reference
+            AlexNet: N(0, 0.005) in fc6/fc7, biases 0.1 instead of 1), "glorot_uniform"
+            or "he_normal" (zero biases).
         weight_decay: the paper's weight decay (section 5: 0.0005). It enters the
             momentum update as `- wd * lr * w`, i.e. the gradient of (wd / 2) * ||w||^2,
             so it is applied as an L2 penalty of wd / 2 on every kernel (not biases).

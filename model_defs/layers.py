@@ -24,9 +24,10 @@ class LocalResponseNormalization(keras.layers.Layer):
     calls k the bias, which is converted here and nowhere else. alpha is NOT
     divided by n (that is Caffe's convention, a different layer).
 
-    On CPU the windowed sum is a matmul with a band matrix and the gradient is
-    written out (`_banded_lrn`); on GPU it is cuDNN's LRN. Both compute the
-    same function.
+    Where the layer runs on a CPU the windowed sum is a matmul with a band
+    matrix and the gradient is written out (`_banded_lrn`); on a GPU it is
+    cuDNN's LRN. Both compute the same function. The choice follows the device
+    the op is placed on (`lrn_implementation`), not whether the host has a GPU.
 
     Half-precision inputs are normalised in float32: squares of activations in
     the hundreds overflow float16, and bfloat16 loses the small alpha term.
@@ -49,7 +50,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
-        if tf.config.list_logical_devices("GPU"):
+        if lrn_implementation(_placed_device(x)) == "cudnn":
             # cuDNN's fused LRN and its gradient.
             y = tf.nn.local_response_normalization(
                 x, depth_radius=self.n // 2, bias=self.k, alpha=self.alpha, beta=self.beta
@@ -65,6 +66,33 @@ class LocalResponseNormalization(keras.layers.Layer):
         config = super().get_config()
         config.update(k=self.k, n=self.n, alpha=self.alpha, beta=self.beta)
         return config
+
+
+def _placed_device(x):
+    """The device an op taking `x` runs on: the tensor's own in eager mode, the device scope in a graph.
+
+    In a graph the string is what the enclosing `tf.device` scope (a strategy's
+    replica, `one_device` on "/cpu:0") requests, and "" without one.
+    """
+    if tf.executing_eagerly():
+        return x.device
+    return tf.identity(x).device
+
+
+def lrn_implementation(device, gpu_visible=None):
+    """"cudnn" for an LRN placed on a GPU, else "banded".
+
+    Args:
+        device: the placement string ("" when no device scope says).
+        gpu_visible: whether TensorFlow sees a GPU (None: ask it); an op with
+            no requested device goes to the first GPU when there is one.
+    """
+    kind = tf.DeviceSpec.from_string(device).device_type if device else None
+    if kind:
+        return "cudnn" if kind.upper() == "GPU" else "banded"
+    if gpu_visible is None:
+        gpu_visible = bool(tf.config.list_logical_devices("GPU"))
+    return "cudnn" if gpu_visible else "banded"
 
 
 def _band_matrix(channels, n, scale):

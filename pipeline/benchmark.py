@@ -59,11 +59,12 @@ import sys
 import tempfile
 import time
 
-from pipeline.config import ConfigError, load_config
+from pipeline import cli
+from pipeline.config import load_config
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmark", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="experiment file(s), as for pipeline.train. Default: configs/quickstart.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one dotted key")
@@ -84,8 +85,8 @@ def parse_args(argv=None):
                         help="time the same step in PyTorch (default: when torch is installed)")
     args = parser.parse_args(argv)
     for name in ("batch_size", "repeats", "steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+        cli.check_range(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    cli.check_range("--warmup", args.warmup, 0)
     return args
 
 
@@ -494,6 +495,7 @@ def benchmark(
     return figures
 
 
+@cli.command
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--input"]:
@@ -508,16 +510,11 @@ def main(argv=None):
         overrides.append(f"model.groups={args.groups}")
     if args.jit is not None:
         overrides.append(f"train.jit_compile={str(args.jit).lower()}")
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, overrides)
     benchmark(
         config, args.batch_size, args.repeats, args.steps, args.warmup, fit=args.fit, torch=args.torch,
         fit_source=args.fit_source,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import metrics
+from pipeline.cli import RunFailed
 from pipeline.rundir import atomic_write_text, fsync_path
 
 # TensorBoard image tag of the first training batch (in the `train` run).
@@ -120,7 +121,7 @@ class TenCropValidation(keras.callbacks.Callback):
             source = load_source(self.data_config, self.seed)
             examples = source.validation
             if source.encoded:
-                examples = skip_undecodable(examples)  # silently: Keras' validation reports them
+                examples = skip_undecodable(examples, max_pixels=self.data_config.max_pixels)  # silently: Keras' validation reports them
             if self.validation_steps:
                 examples = examples.take(self.validation_steps * self.batch_size)
             step = max(1, self.batch_size // self.CROPS)
@@ -306,8 +307,8 @@ class AugmentedImageGrid(keras.callbacks.Callback):
             writer.close()
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+class TrainingDiverged(RunFailed):
+    """The training loss became NaN or infinite (exit status 1)."""
 
 
 class StopOnNaN(keras.callbacks.TerminateOnNaN):

@@ -10,12 +10,13 @@ so a bad config fails in a fraction of a second.
 import copy
 import pathlib
 import re
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from model_defs.geometry import IMAGENET_MEAN, MIN_INPUT_SIZE
+from pipeline.cli import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "quickstart.yaml"
@@ -42,8 +43,14 @@ def read_yaml(text):
     return yaml.load(text, Loader=_Loader)
 
 
-class ConfigError(ValueError):
-    """A config that cannot be run; the message names the dotted key."""
+# LRN constants cuDNN accepts (cudnnSetLRNDescriptor; TensorFlow's GPU LRN): odd n
+# with depth radius n // 2 in 1..7, beta >= 0.01, k >= 1e-5.
+LRN_N_RANGE = (3, 15)
+LRN_MIN_BETA = 0.01
+LRN_MIN_K = 1e-5
+
+# A run name becomes one directory under runs/: one path component, no separators, not "." or "..".
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class _Section(BaseModel):
@@ -75,7 +82,12 @@ class DataConfig(_Section):
     num_classes: int = Field(10, ge=2)  # synthetic source only
     num_examples: int = Field(512, ge=1)  # synthetic source only: training images
     augment: AugmentConfig = AugmentConfig()
-    cache: bool = True  # keep decoded training data in memory after the first epoch
+    # Keep the training data in memory after the first epoch (for file sources: the encoded files).
+    # auto: only when it takes at most a quarter of the available memory; true refuses data that cannot fit.
+    cache: Union[Literal["auto"], bool] = "auto"
+    # Largest image, in pixels, decoded whole (PNG, GIF, BMP; a JPEG decodes only its crop window):
+    # larger files are skipped and counted, so one hostile file cannot take the process's memory.
+    max_pixels: int = Field(50_000_000, ge=1)
     deterministic: bool = False  # same seed, same batches in the same order (slower parallel augmentation)
 
     @field_validator("source")
@@ -100,22 +112,41 @@ class ModelConfig(_Section):
 
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     lrn: bool = True
-    lrn_k: float = Field(2.0, ge=0.0)
-    lrn_n: int = Field(5, ge=1)
+    # The ranges cuDNN's LRN runs (depth radius n // 2 from 1 to 7, beta >= 0.01, k >= 1e-5), so a
+    # config that trains on a CPU also trains on a GPU.
+    lrn_k: float = 2.0
+    lrn_n: int = 5
     lrn_alpha: float = Field(1e-4, ge=0.0)
-    lrn_beta: float = Field(0.75, ge=0.0)
+    lrn_beta: float = 0.75
     groups: Literal[1, 2] = 2
     widths: Literal["paper", "torchvision"] = "paper"
     fc_units: int = Field(4096, ge=1)
-    init: Literal["paper", "glorot_uniform", "he_normal"] = "paper"
+    init: Literal["paper", "caffe", "glorot_uniform", "he_normal"] = "paper"
     mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN), min_length=3, max_length=3)
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=3, max_length=3)
 
     @field_validator("lrn_n")
     @classmethod
     def _odd(cls, value):
-        if value % 2 != 1:
-            raise ValueError("must be odd (the window is centred on each channel)")
+        if value % 2 != 1 or not LRN_N_RANGE[0] <= value <= LRN_N_RANGE[1]:
+            raise ValueError(
+                f"must be odd, from {LRN_N_RANGE[0]} to {LRN_N_RANGE[1]} (the window is centred on each channel; "
+                "cuDNN's LRN takes a depth radius n // 2 from 1 to 7)"
+            )
+        return value
+
+    @field_validator("lrn_beta")
+    @classmethod
+    def _beta(cls, value):
+        if value < LRN_MIN_BETA:
+            raise ValueError(f"must be at least {LRN_MIN_BETA} (the smallest beta cuDNN's LRN runs)")
+        return value
+
+    @field_validator("lrn_k")
+    @classmethod
+    def _k(cls, value):
+        if value < LRN_MIN_K:
+            raise ValueError(f"must be at least {LRN_MIN_K:g} (the smallest k cuDNN's LRN runs)")
         return value
 
     @field_validator("std")
@@ -236,6 +267,16 @@ class Config(_Section):
     export: ExportConfig = ExportConfig()
     tune: TuneConfig = TuneConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value):
+        if value is not None and (not NAME_PATTERN.fullmatch(value) or value in (".", "..")):
+            raise ValueError(
+                "must be one path component of letters, digits, '.', '_' and '-' (not '.' or '..'): "
+                "it names the run directory runs/<name>; use --run-dir for a directory elsewhere"
+            )
+        return value
+
     def to_dict(self):
         return self.model_dump(mode="json")
 
@@ -340,7 +381,8 @@ def load_config(paths=(), overrides=()):
     for text in overrides:
         merged = _deep_merge(merged, parse_override(text))
     if merged.get("name") is None:
-        merged["name"] = paths[0].stem
+        # The file name, made one safe path component ("my exp.yaml" -> "my_exp").
+        merged["name"] = re.sub(r"[^A-Za-z0-9._-]", "_", paths[0].stem).strip(".") or "run"
     return build_config(merged)
 
 

@@ -30,13 +30,14 @@ import dataclasses
 import os
 import pathlib
 import sys
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.augment import EvalTransform, TrainTransform
 from pipeline.config import ConfigError
-from pipeline.decode import is_decodable
+from pipeline.decode import is_decodable, whole_decode_pixels
 
 # Files a folder source reads; the content decides the format, not the name.
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
@@ -62,6 +63,9 @@ class Source:
     encoded: bool = False  # elements are (bytes, label, name) rather than (image, label)
     shuffled: bool = False  # train comes in a new full random order every epoch already
     sharded: bool = False  # train holds this worker's share only (multi-worker, see folder_source)
+    # Bytes the training split takes as its elements are stored (encoded files, or uint8 arrays);
+    # None when unknown. Decides data.cache: auto.
+    train_bytes: Optional[int] = None
 
     @property
     def num_classes(self):
@@ -108,6 +112,7 @@ def digits_source(data_config):
         class_names=[str(d) for d in range(10)],
         train_size=len(train_idx),
         validation_size=len(val_idx),
+        train_bytes=int(images[train_idx].nbytes),
     )
 
 
@@ -140,6 +145,7 @@ def synthetic_source(data_config, seed=0):
         class_names=[f"class_{c}" for c in range(num_classes)],
         train_size=num_train,
         validation_size=num_val,
+        train_bytes=num_train * size * size * 3,
     )
 
 
@@ -266,7 +272,22 @@ def folder_source(data_config, seed=0, shard=None):
         encoded=True,
         shuffled=True,
         sharded=shard is not None,
+        train_bytes=_estimated_bytes(paths),
     )
+
+
+def _estimated_bytes(paths, sample=2000):
+    """The total size of the files, from the sizes of up to `sample` of them spread over the list."""
+    if not paths:
+        return 0
+    step = max(1, len(paths) // sample)
+    sizes = []
+    for path in paths[::step][:sample]:
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError:
+            pass  # gone since the listing: the reader reports it
+    return int(round(sum(sizes) / max(1, len(sizes)) * len(paths)))
 
 
 def tfds_source(data_config, seed=0):
@@ -314,13 +335,16 @@ def tfds_source(data_config, seed=0):
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
+    train_size = splits[train_split].num_examples
+    whole = splits[data_config.train_split]
     return Source(
         train=as_triples(train_split, True),
         validation=as_triples(val_split, False),
         class_names=list(info.features["label"].names),
-        train_size=splits[train_split].num_examples,
+        train_size=train_size,
         validation_size=splits[val_split].num_examples,
         encoded=True,
+        train_bytes=int(whole.num_bytes * train_size / max(1, whole.num_examples)) if whole.num_bytes else None,
     )
 
 
@@ -364,6 +388,7 @@ def records_source(data_config, seed=0):
         train_size=summary["splits"]["train"]["images"],
         validation_size=summary["splits"]["validation"]["images"],
         encoded=True,
+        train_bytes=sum(p.stat().st_size for p in root.glob("train-*.tfrecord")),
     )
 
 
@@ -389,23 +414,36 @@ def load_source(data_config, seed=0, shard=None):
     return tfds_source(data_config, seed)
 
 
-def skip_undecodable(dataset, counter=None, keep_name=False):
+def skip_undecodable(dataset, counter=None, keep_name=False, max_pixels=None):
     """(bytes, label, name) -> (bytes, label), dropping files that cannot be decoded.
 
     With a `counter`, each dropped file is named in a warning on stderr and
     counted in it. Without one the files are dropped silently: for a second
     pass over data whose bad files another pipeline already reports. With
-    keep_name the triples are kept whole.
+    keep_name the triples are kept whole. With `max_pixels` (data.max_pixels),
+    a PNG, GIF or BMP larger than that (decoded whole, it could take the
+    process's memory) is dropped the same way; its size comes from its header.
     """
 
     def check(data, label, name):
-        ok = is_decodable(data)
+        decodable = is_decodable(data)
+        pixels = whole_decode_pixels(data) if max_pixels else tf.constant(0, tf.int64)
+        small = pixels <= (max_pixels or 0)
+        ok = tf.logical_and(decodable, small)
         if counter is not None:
 
-            def skip():
-                tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
-                counter.assign_add(1)
+            def too_large():
+                tf.print("warning: skipping image larger than data.max_pixels", name, "-", pixels,
+                         "pixels, more than", max_pixels or 0, output_stream=sys.stderr)
                 return ok
+
+            def undecodable():
+                tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
+                return ok
+
+            def skip():
+                counter.assign_add(1)
+                return tf.cond(decodable, too_large, undecodable)
 
             ok = tf.cond(ok, lambda: ok, skip)
         return data, label, name, ok
@@ -420,7 +458,7 @@ def skip_undecodable(dataset, counter=None, keep_name=False):
     return dataset.map(lambda data, label, name, ok: (data, label))
 
 
-def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False):
+def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False, cache=False):
     """Unbatched (image, label) -> shuffled, augmented, batched, prefetched.
 
     Each image is paired with its own [2] seed from `Dataset.random`, drawn
@@ -438,6 +476,8 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
         shuffled: the source already reshuffles all of its examples every
             epoch (file names), so no shuffle buffer of images is needed
             unless the cache would freeze the order.
+        cache: keep the examples in memory after the first epoch (see
+            `cache_decision` for data.cache).
     """
     augment = data_config.augment
     transform = TrainTransform(
@@ -451,9 +491,9 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
     def cache_and_shuffle(dataset):
         # A cache replays its first epoch's order, so a shuffle must follow it
         # even for a source that reshuffles itself.
-        if data_config.cache:
+        if cache:
             dataset = dataset.cache()
-        if data_config.cache or not shuffled:
+        if cache or not shuffled:
             dataset = dataset.shuffle(min(size or 10_000, 10_000), seed=seed, reshuffle_each_iteration=True)
         return dataset
 
@@ -478,14 +518,93 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_pipeline(dataset, data_config, batch_size, crops=None, cache=None):
-    """Unbatched (image, label) -> resized, centre- (or ten-) cropped, batched."""
+def eval_pipeline(dataset, data_config, batch_size, crops=None, cache=False):
+    """Unbatched (image, label) -> resized, centre- (or ten-) cropped, batched.
+
+    Not cached by default: 50,000 ImageNet validation photos do not fit in memory.
+    """
     transform = EvalTransform(data_config.image_size, resize=data_config.resize, crops=crops or 1)
-    if data_config.cache if cache is None else cache:
+    if cache:
         dataset = dataset.cache()
     dataset = dataset.map(lambda image, label: (transform(image), label), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.ignore_errors(log_warning=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# data.cache: auto keeps the training data in memory when it takes at most this share
+# of the available memory (the model, its optimizer state and the input pipeline's
+# buffers need the rest); an explicit `true` is refused above CACHE_REFUSE_SHARE.
+CACHE_AUTO_SHARE = 0.25
+CACHE_REFUSE_SHARE = 0.8
+
+
+def available_memory():
+    """Bytes this process can still allocate: Linux's MemAvailable, capped by a cgroup limit; None if unknown."""
+    figures = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    figures.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = pathlib.Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(pathlib.Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            figures.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(figures) if figures else None
+
+
+def cached_bytes(data_config, source):
+    """What the training cache would hold, in bytes (None when the source does not tell its size)."""
+    augment = data_config.augment
+    if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
+        # Nothing random: the cache holds model-ready float32 images (`train_pipeline`).
+        return source.train_size * data_config.image_size**2 * 3 * 4
+    return source.train_bytes
+
+
+def _gb(count):
+    return f"{count / 1e9:.1f} GB"
+
+
+def cache_decision(data_config, source, available=None):
+    """Whether the training pipeline caches its data in memory, and a line to print about it.
+
+    Args:
+        data_config: `DataConfig`; `cache` is "auto", true or false.
+        source: the `Source` (its `train_bytes`).
+        available: bytes of free memory (None: `available_memory()`).
+
+    Returns:
+        (cache, note): note is None, or one line saying that auto streams.
+
+    Raises:
+        ConfigError: data.cache is true and the data takes more than
+            CACHE_REFUSE_SHARE of the available memory.
+    """
+    if data_config.cache is False:
+        return False, None
+    needed = cached_bytes(data_config, source)
+    available = available_memory() if available is None else available
+    if data_config.cache is True:
+        if needed is not None and available is not None and needed > CACHE_REFUSE_SHARE * available:
+            raise ConfigError(
+                f"data.cache: true, but the training data takes {_gb(needed)} in memory and "
+                f"{_gb(available)} is available: set data.cache to auto or false (each epoch then reads the data again)"
+            )
+        return True, None
+    if needed is None or available is None:
+        return False, "data.cache: auto: the size of the training data is unknown, so it is not cached in memory"
+    if needed <= CACHE_AUTO_SHARE * available:
+        return True, None
+    return False, (
+        f"data.cache: auto: not caching the training data in memory ({_gb(needed)}, more than a quarter of the "
+        f"{_gb(available)} available); each epoch reads it again"
+    )
 
 
 def build_datasets(data_config, batch_size, seed=0, shard=None):
@@ -502,19 +621,25 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
         `Datasets` with float32 images in [0, 255] and int32 labels.
     """
     source = load_source(data_config, seed, shard)
+    cache, note = cache_decision(data_config, source)
+    if note:
+        print(note)
     skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
     train, validation = source.train, source.validation
     if source.encoded:
-        train, validation = skip_undecodable(train, skipped), skip_undecodable(validation, skipped)
+        cap = data_config.max_pixels
+        train = skip_undecodable(train, skipped, max_pixels=cap)
+        validation = skip_undecodable(validation, skipped, max_pixels=cap)
     if source.sharded:
         # Every worker must run the same number of steps: an epoch is exactly
         # its share of images, topped up from the next pass over its files
         # where undecodable ones were dropped.
         train = train.repeat().take(source.train_size // shard[0])
     return Datasets(
-        train=train_pipeline(train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled),
-        # Not cached: 50,000 ImageNet validation photos would not fit in memory.
-        validation=eval_pipeline(validation, data_config, batch_size, cache=False),
+        train=train_pipeline(
+            train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled, cache=cache
+        ),
+        validation=eval_pipeline(validation, data_config, batch_size),
         class_names=source.class_names,
         train_size=source.train_size,
         validation_size=source.validation_size,

@@ -46,6 +46,46 @@ def is_decodable(data):
     )
 
 
+def _little_endian(data, offset, size, big=False):
+    """The unsigned integer in bytes [offset, offset + size) of `data` (zero past its end)."""
+    padded = tf.strings.join([data, tf.constant(b"\0" * (offset + size))])
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, size), tf.uint8), tf.int64)
+    weights = tf.constant([256**i for i in (reversed(range(size)) if big else range(size))], tf.int64)
+    return tf.reduce_sum(raw * weights)
+
+
+def whole_decode_pixels(data):
+    """Pixels (height x width) of a PNG, GIF or BMP, read from its header; 0 for a JPEG or unknown bytes.
+
+    These formats are decoded whole wherever they appear, so their size is
+    checked against a cap (`data.max_pixels`) before decoding. A JPEG decodes
+    only its crop window, at a reduced scale when the window is large, so it
+    needs no cap. Never raises, whatever the bytes.
+
+    Args:
+        data: scalar tf.string of file contents.
+
+    Returns:
+        scalar tf.int64.
+    """
+    head = tf.strings.substr(tf.strings.join([data, tf.constant(b"\0" * 4)]), 0, 4)
+    png = head == _MAGIC[1]
+    gif = tf.strings.substr(head, 0, 4) == _MAGIC[2]
+    bmp = tf.strings.substr(head, 0, 2) == _MAGIC[3]
+    # PNG: IHDR width and height, big-endian, at bytes 16 and 20. GIF: the logical screen,
+    # little-endian 16-bit, at 6 and 8. BMP: 32-bit signed, little-endian, at 18 and 22
+    # (a negative height means top-down rows).
+    png_pixels = _little_endian(data, 16, 4, big=True) * _little_endian(data, 20, 4, big=True)
+    gif_pixels = _little_endian(data, 6, 2) * _little_endian(data, 8, 2)
+
+    def signed(value):
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    bmp_pixels = signed(_little_endian(data, 18, 4)) * signed(_little_endian(data, 22, 4))
+    zero = tf.constant(0, tf.int64)
+    return tf.where(png, png_pixels, tf.where(gif, gif_pixels, tf.where(bmp, bmp_pixels, zero)))
+
+
 def image_shape(data):
     """[height, width] of encoded bytes; reads only the header of a JPEG."""
     return tf.cond(

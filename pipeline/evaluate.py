@@ -15,14 +15,13 @@ softmax outputs are averaged (paper, section 4.1). Exit status 2 on a usage
 error (no such run, unfinished run, bad option).
 """
 
-import argparse
 import json
 import math
 import pathlib
 import sys
 import time
 
-from pipeline import metrics
+from pipeline import cli, metrics
 from pipeline.config import ConfigError
 
 # torchvision's AlexNet, one centre crop, ILSVRC-2012 validation (fractions).
@@ -246,9 +245,9 @@ def evaluate_run(run_dir, split="validation", crops=1, batch_size=None, override
         import tensorflow as tf
 
         skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
-        examples = skip_undecodable(examples, skipped)
+        examples = skip_undecodable(examples, skipped, max_pixels=config.data.max_pixels)
     # No cache: 50,000 decoded validation photos do not fit in memory.
-    dataset = eval_pipeline(examples, config.data, batch_size, crops=crops, cache=False)
+    dataset = eval_pipeline(examples, config.data, batch_size, crops=crops)
     result = evaluate_model(
         model, dataset, crops, num_classes, num_batches=math.ceil(size / batch_size), verbose=verbose
     )
@@ -277,7 +276,7 @@ def evaluate_run(run_dir, split="validation", crops=1, batch_size=None, override
 
 def parse_args(argv=None):
     """The command line of `python -m pipeline.evaluate` (argv: None reads sys.argv)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=pathlib.Path, help="the run directory, e.g. runs/quickstart")
     parser.add_argument("--split", choices=SPLITS, default="validation", help="default: validation")
     parser.add_argument("--crops", type=int, choices=(1, 10), default=1,
@@ -287,11 +286,12 @@ def parse_args(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
                         help="change the run's data config, e.g. to evaluate another dataset with the same classes")
     args = parser.parse_args(argv)
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    if args.batch_size is not None:
+        cli.check_range("--batch-size", args.batch_size, 1)
     return args
 
 
+@cli.command
 def main(argv=None):
     """Evaluates a run, prints the table and writes the figures.
 
@@ -299,17 +299,12 @@ def main(argv=None):
         argv: command-line arguments (None: sys.argv).
 
     Returns:
-        The exit status: 0, or 2 for a usage error.
+        The exit status (`pipeline.cli`): 0, or 2 for a usage error or a damaged run.
     """
     args = parse_args(argv)
-    try:
-        figures = evaluate_run(args.run_dir, args.split, args.crops, args.batch_size, args.set)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    figures = evaluate_run(args.run_dir, args.split, args.crops, args.batch_size, args.set)
     print(format_table(figures))
     print(f"Wrote {result_path(args.run_dir, args.split, args.crops)} and {args.run_dir / 'logs' / LOG_SUBDIR}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ with no project code. Its signatures:
     serving_default     image_bytes: string [N], encoded JPEG, PNG, GIF or BMP
                         (decoded by content; a GIF gives its first frame),
                         resized so the shorter side is data.resize, centre-cropped
-                        to data.image_size.
+                        to data.image_size: the preprocessing of
+                        `python -m pipeline.evaluate` (a JPEG decodes only the
+                        crop window). A PNG, GIF or BMP of more than max_pixels
+                        pixels (data.max_pixels when exported) fails the call
+                        with an error that says so, before it is decoded.
     serve_preprocessed  image: float32 [N, S, S, 3], RGB in [0, 255], already
                         resized and cropped (S = data.image_size).
     class_names         no input; class_names: string [classes].
@@ -20,10 +24,9 @@ min(5, classes) most probable classes: top5_indices (int32 [N, k]),
 top5_names (string [N, k]) and top5_probabilities (float32 [N, k]).
 """
 
-import argparse
 import pathlib
-import shutil
-import sys
+
+from pipeline import cli
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
@@ -32,11 +35,13 @@ ENDPOINTS = ("serving_default", "serve_preprocessed", "class_names")
 TOP_K = 5
 
 
-def export_saved_model(model, path, class_names, image_size, resize):
+def export_saved_model(model, path, class_names, image_size, resize, max_pixels=50_000_000):
     """Writes a SavedModel with encoded-image and preprocessed-image signatures.
 
-    The directory is written beside `path` first and moved into place, so a
-    failed export leaves an existing SavedModel untouched.
+    The directory is written beside `path` first and swapped into place
+    (`pipeline.rundir.replace_directory`): at every instant `path` holds the
+    complete old or the complete new SavedModel, and leftovers of a killed
+    export are repaired by the next one.
 
     Args:
         model: the trained AlexNet (logits out, [N, S, S, 3] input in [0, 255]).
@@ -45,6 +50,7 @@ def export_saved_model(model, path, class_names, image_size, resize):
         image_size: the model's square input size S.
         resize: shorter side of an image before the centre crop (evaluation
             preprocessing, as `pipeline.augment.EvalTransform`).
+        max_pixels: the largest PNG, GIF or BMP `serving_default` decodes.
 
     Returns:
         `pathlib.Path` of the written directory.
@@ -56,7 +62,9 @@ def export_saved_model(model, path, class_names, image_size, resize):
     import keras
     import tensorflow as tf
 
+    from pipeline import decode
     from pipeline.augment import EvalTransform
+    from pipeline.rundir import recover_directory, replace_directory, staging_path
 
     path = pathlib.Path(path)
     class_names = [str(name) for name in class_names]
@@ -81,14 +89,20 @@ def export_saved_model(model, path, class_names, image_size, resize):
             "top5_probabilities": top_probabilities,
         }
 
-    def decode(image_bytes):
-        # By content, not by file name: a PNG saved as .JPEG is common in scraped data.
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-        return transform(image)
+    def preprocess(image_bytes):
+        # By content, not by file name: a PNG saved as .JPEG is common in scraped data. The
+        # transform takes the bytes: a JPEG decodes only its crop window, as in pipeline.evaluate.
+        pixels = decode.whole_decode_pixels(image_bytes)
+        check = tf.debugging.Assert(
+            pixels <= max_pixels,
+            ["image larger than the SavedModel's limit of", max_pixels, "pixels (max_pixels):", pixels],
+        )
+        with tf.control_dependencies([check]):
+            return transform(tf.identity(image_bytes))
 
     def serve_encoded(image_bytes):
         images = tf.map_fn(
-            decode, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32)
+            preprocess, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32)
         )
         return outputs(images)
 
@@ -112,13 +126,12 @@ def export_saved_model(model, path, class_names, image_size, resize):
     )
     archive.add_endpoint(name="class_names", fn=names, input_signature=[])
 
-    staging = path.with_name(f".{path.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
+    repaired = recover_directory(path)
+    if repaired:
+        print(f"{path}: {repaired}")
+    staging = staging_path(path)
     archive.write_out(str(staging), verbose=False)
-    if path.exists():
-        shutil.rmtree(path)
-    staging.rename(path)
+    replace_directory(staging, path)
     return path
 
 
@@ -142,7 +155,8 @@ def export_run(model, run_dir, config, class_names):
     if config.export.saved_model:
         written.append(
             export_saved_model(
-                model, run_dir / SAVED_MODEL_DIR, class_names, config.data.image_size, config.data.resize
+                model, run_dir / SAVED_MODEL_DIR, class_names, config.data.image_size, config.data.resize,
+                config.data.max_pixels,
             )
         )
     return written
@@ -158,11 +172,28 @@ def read_labels(run_dir):
         The list of names.
 
     Raises:
-        FileNotFoundError: when the run has no labels.txt.
+        ConfigError: when the run has no readable labels.txt.
     """
+    from pipeline.config import ConfigError
     from pipeline.rundir import LABELS_FILE
 
-    return pathlib.Path(run_dir, LABELS_FILE).read_text().splitlines()
+    path = pathlib.Path(run_dir, LABELS_FILE)
+    try:
+        names = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{run_dir} holds no {LABELS_FILE}: the class names are unknown; it is written when a run starts "
+            "training, so train the run (the same command resumes it)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"{path}: cannot be read ({reason}): the class names are unknown; it is written when a run "
+            "starts training, so train the run (the same command resumes it)"
+        ) from None
+    if not names:
+        raise ConfigError(f"{path} is empty: the class names are unknown; train the run again")
+    return names
 
 
 def load_run_model(run_dir, model_path=None):
@@ -198,12 +229,20 @@ def load_run_model(run_dir, model_path=None):
 
     import model_defs.layers  # noqa: F401  (registers the custom layers for deserialization)
 
-    return config, keras.models.load_model(model_path, compile=False)
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as exc:  # a damaged zip, a truncated weights file, a foreign file: Keras raises many kinds
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{model_path}: cannot be loaded as a Keras model ({reason[:200]}): the file is damaged or not a "
+            "model.keras of this project; train the run again (--overwrite) or pass another --model"
+        ) from None
+    return config, model
 
 
 def parse_args(argv=None):
     """The command line of `python -m pipeline.export` (argv: None reads sys.argv)."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m pipeline.export", description="Re-export a run's SavedModel from its saved Keras model."
     )
     parser.add_argument("run_dir", type=pathlib.Path, help="the run directory, e.g. runs/quickstart")
@@ -211,6 +250,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@cli.command
 def main(argv=None):
     """Re-exports a run's SavedModel.
 
@@ -218,27 +258,24 @@ def main(argv=None):
         argv: command-line arguments (None: sys.argv).
 
     Returns:
-        The exit status: 0, or 2 for a missing or unfinished run.
+        The exit status (`pipeline.cli`): 0, or 2 for a missing, unfinished or damaged run.
     """
-    args = parse_args(argv)
     from pipeline.config import ConfigError
-    from pipeline.rundir import LABELS_FILE
 
+    args = parse_args(argv)
+    config, model = load_run_model(args.run_dir, args.model)
+    class_names = read_labels(args.run_dir)
     try:
-        config, model = load_run_model(args.run_dir, args.model)
-        try:
-            class_names = read_labels(args.run_dir)
-        except FileNotFoundError:
-            raise ConfigError(f"{args.run_dir} holds no {LABELS_FILE}: the class names are unknown") from None
         path = export_saved_model(
-            model, args.run_dir / SAVED_MODEL_DIR, class_names, config.data.image_size, config.data.resize
+            model, args.run_dir / SAVED_MODEL_DIR, class_names, config.data.image_size, config.data.resize,
+            config.data.max_pixels,
         )
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # the model does not match the run's classes or input size
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{exc}: export a model of this run (--model)") from None
     print(f"Wrote {path} ({len(class_names)} classes; signatures: {', '.join(ENDPOINTS)})")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -16,7 +16,6 @@ images/s and images/s per CPU core, and the cores the process kept busy.
 Also `python -m pipeline.benchmark --input [options]`.
 """
 
-import argparse
 import os
 import pathlib
 import statistics
@@ -24,15 +23,21 @@ import sys
 import tempfile
 import time
 
+from pipeline import cli
+from pipeline.config import ConfigError
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.input_benchmark", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.input_benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=pathlib.Path, help="a folder of JPEGs (default: synthetic 500x375 JPEGs)")
     parser.add_argument("--count", type=int, default=512, help="synthetic JPEGs to write")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timings per pipeline, taken in turns")
     parser.add_argument("--passes", type=int, default=3, help="passes over the files per timing")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("count", "batch_size", "repeats", "passes"):
+        cli.check_range(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    return args
 
 
 def write_synthetic_jpegs(folder, count, height=375, width=500, seed=0):
@@ -96,6 +101,7 @@ def measure(pipelines, repeats, passes):
     return {name: (rates[name], meters[name].cores) for name in pipelines}
 
 
+@cli.command
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
@@ -108,6 +114,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         folder = args.images
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(f"--images {folder} is not a folder: give a folder of JPEG files")
         if folder is None:
             folder = tmp / "jpegs"
             write_synthetic_jpegs(folder, args.count)
@@ -146,7 +154,6 @@ def main(argv=None):
             f"{name:<10} {median:9.0f} {median / cores:9.0f} {min(rates):7.0f}-{max(rates):<7.0f} "
             f"{used:11.2f} {median / reference:12.2f}x"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,18 +13,20 @@ Only TensorFlow is needed at run time: the SavedModel carries its own
 preprocessing and class names (see pipeline/export.py).
 """
 
-import argparse
 import json
 import pathlib
+import re
 import sys
+
+from pipeline import cli
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 SAVED_MODEL_DIR = "saved_model"
 DEFAULT_BATCH = 32
 
 
-class UsageError(Exception):
-    """The command cannot run at all (no model, no images)."""
+class UsageError(cli.ConfigError):
+    """The command cannot run at all (no model, no images, a damaged SavedModel): exit status 2."""
 
 
 def find_saved_model(path):
@@ -87,7 +89,15 @@ def _read(path):
 
 def _decode_error(exc):
     """A one-line reason from TensorFlow's decode error, without graph node names and stack notes."""
-    lines = [line.strip() for line in (getattr(exc, "message", None) or str(exc)).splitlines()]
+    text = getattr(exc, "message", None) or str(exc)
+    too_large = re.search(r"limit of\]\s*\[(\d+)\].*?\[(\d+)\]", text, re.S)
+    if too_large:
+        limit, pixels = too_large.groups()
+        return (
+            f"image of {int(pixels):,} pixels, larger than the SavedModel's limit of {int(limit):,} "
+            "(data.max_pixels when it was exported): not decoded; shrink it, or re-export with a higher data.max_pixels"
+        )
+    lines = [line.strip() for line in text.splitlines()]
     noise = ("Graph execution error", "Detected at node", "<stack traces", "[[")
     reasons = [line for line in lines if line and not line.startswith(noise)]
     return f"not a readable JPEG, PNG, GIF or BMP image ({reasons[-1] if reasons else type(exc).__name__})"
@@ -104,8 +114,16 @@ class Classifier:
         import tensorflow as tf
 
         self._tf = tf
-        self.model = tf.saved_model.load(str(saved_model))
-        missing = {"serving_default", "class_names"} - set(self.model.signatures)
+        try:
+            self.model = tf.saved_model.load(str(saved_model))
+            signatures = set(self.model.signatures)
+        except Exception as exc:  # protobuf, TensorFlow and OS errors for a damaged SavedModel
+            reason = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip().splitlines()[0]
+            raise UsageError(
+                f"{saved_model}: cannot be loaded as a SavedModel ({reason[:200]}): it is damaged or not a "
+                "SavedModel; re-export it with python -m pipeline.export <run dir>"
+            ) from None
+        missing = {"serving_default", "class_names"} - signatures
         if missing:
             raise UsageError(
                 f"{saved_model} lacks the signature(s) {', '.join(sorted(missing))}; "
@@ -201,18 +219,19 @@ def format_table(result):
 
 def parse_args(argv=None):
     """The command line of `python -m pipeline.predict` (argv: None reads sys.argv)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n")[0])
     parser.add_argument("model", type=pathlib.Path, help="a run directory or its saved_model/")
     parser.add_argument("images", nargs="+", type=pathlib.Path, help="image files or folders")
     parser.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="images per SavedModel call")
     args = parser.parse_args(argv)
-    if args.top < 1 or args.batch_size < 1:
-        parser.error("--top and --batch-size must be at least 1")
+    cli.check_range("--top", args.top, 1)
+    cli.check_range("--batch-size", args.batch_size, 1)
     return args
 
 
+@cli.command
 def main(argv=None):
     """Classifies the given images and prints the results.
 
@@ -220,17 +239,13 @@ def main(argv=None):
         argv: command-line arguments (None: sys.argv).
 
     Returns:
-        The exit status: 0, 1 when some file could not be classified, 2 for a usage error.
+        The exit status (`pipeline.cli`): 0, 1 when some file could not be classified, 2 for a usage error.
     """
     args = parse_args(argv)
-    try:
-        files = expand_inputs(args.images)
-        if not files:
-            raise UsageError(f"no image files in {', '.join(map(str, args.images))}")
-        classifier = Classifier(find_saved_model(args.model))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    files = expand_inputs(args.images)
+    if not files:
+        raise UsageError(f"no image files in {', '.join(map(str, args.images))}: give image files or folders of them")
+    classifier = Classifier(find_saved_model(args.model))
     failed = 0
     for result in classifier.classify(files, top=args.top, batch_size=args.batch_size):
         failed += "error" in result

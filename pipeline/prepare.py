@@ -6,37 +6,55 @@
 The paper down-sampled every image to 256 on the shorter side before training
 (section 2); doing the same once, up front, makes every later epoch decode
 small JPEGs instead of full-size photos, which is several times cheaper per
-core. Undecodable files are skipped (named on stderr) and counted in
-prepared.json. Images whose shorter side is already at most `--size` are
-re-encoded at their own size (never upscaled).
+core. Undecodable files (and PNG, GIF or BMP files larger than
+data.max_pixels) are skipped (named on stderr) and counted in prepared.json.
+Images whose shorter side is already at most `--size` are re-encoded at their
+own size (never upscaled).
 
 Layout written:
     DIR/train-00000-of-000NN.tfrecord ...   tf.train.Example: image (JPEG bytes), label (int64), name (bytes)
     DIR/validation-00000-of-000NN.tfrecord ...
     DIR/labels.txt                          class names in index order
-    DIR/prepared.json                       counts per split, size, quality
+    DIR/prepared.json                       the manifest: counts per split, size, quality (written last)
+
+Nothing is touched until every argument is checked. The dataset is written
+into a staging folder beside DIR (`.DIR.tmp`) and swapped in whole at the end
+(`pipeline.rundir.replace_directory`), so a killed prepare leaves the previous
+dataset as it was; the next prepare removes the leftovers. A lock beside DIR
+(`.DIR.lock`) refuses a second prepare into the same folder.
 """
 
-import argparse
 import json
 import pathlib
 import sys
 
+from pipeline import cli
 from pipeline.config import ConfigError, load_config
+from model_defs.geometry import MIN_INPUT_SIZE
 
 FEATURES = ("image", "label", "name")
+MANIFEST = "prepared.json"
+# Everything a prepared dataset holds (glob patterns): --overwrite replaces only such a folder.
+DATASET_ENTRIES = ("train-*.tfrecord", "validation-*.tfrecord", "labels.txt", MANIFEST)
+MAX_SHARDS = 100_000
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", default=[], metavar="YAML", help="experiment file(s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--output", type=pathlib.Path, required=True, help="directory to write")
-    parser.add_argument("--size", type=int, default=256, help="shorter side of the stored JPEGs (paper: 256)")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored images")
-    parser.add_argument("--shards", type=int, default=0, help="shards per split (default: ~1,000 images each)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    return parser.parse_args(argv)
+    parser.add_argument("--size", type=int, default=256,
+                        help=f"shorter side of the stored JPEGs (paper: 256; at least {MIN_INPUT_SIZE})")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored images, 1-100")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="shards per split (default 0: about 1,000 images each)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a prepared dataset in --output")
+    args = parser.parse_args(argv)
+    cli.check_range("--size", args.size, MIN_INPUT_SIZE)
+    cli.check_range("--quality", args.quality, 1, 100)
+    cli.check_range("--shards", args.shards, 0, MAX_SHARDS)
+    return args
 
 
 def _downsized_jpeg(size, quality):
@@ -72,14 +90,14 @@ def _example(image, label, name):
     ).SerializeToString()
 
 
-def write_split(dataset, output, split, count, shards, size, quality, counter):
+def write_split(dataset, output, split, count, shards, size, quality, counter, max_pixels=None):
     """Writes one split's (bytes, label, name) triples as sharded TFRecords; returns images written."""
     import tensorflow as tf
 
     from pipeline.data import skip_undecodable
 
     shards = shards or max(1, -(-count // 1000))
-    triples = skip_undecodable(dataset, counter, keep_name=True)
+    triples = skip_undecodable(dataset, counter, keep_name=True, max_pixels=max_pixels)
     triples = triples.map(_downsized_jpeg(size, quality), num_parallel_calls=tf.data.AUTOTUNE)
     writers = [
         tf.io.TFRecordWriter(str(output / f"{split}-{i:05d}-of-{shards:05d}.tfrecord")) for i in range(shards)
@@ -95,22 +113,71 @@ def write_split(dataset, output, split, count, shards, size, quality, counter):
     return written
 
 
-def prepare(config, output, size=256, quality=90, shards=0):
-    """Writes the configured source's train and validation splits under `output`.
+def check_output(output, overwrite):
+    """Refuses an --output that is a file, holds a dataset without --overwrite, or holds anything else.
+
+    Raises:
+        ConfigError (exit status 2): naming the folder and what is in it.
+    """
+    from pipeline.rundir import check_ours
+
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ConfigError(f"--output {output} is a file: choose a folder")
+    if not any(output.iterdir()):
+        return
+    if (output / MANIFEST).is_file() and not overwrite:
+        raise ConfigError(f"{output} already holds a prepared dataset: pass --overwrite to replace it")
+    check_ours(output, DATASET_ENTRIES, "prepared dataset", config_file=None)
+    if not overwrite:
+        raise ConfigError(f"{output} holds an unfinished prepared dataset: pass --overwrite to replace it")
+
+
+def prepare(config, output, size=256, quality=90, shards=0, overwrite=False):
+    """Writes the configured source's train and validation splits as a dataset in `output`.
+
+    Args:
+        config: the validated `Config` (its data.source is read).
+        output: the dataset folder; replaced atomically at the end.
+        size, quality, shards: see the command-line options.
+        overwrite: replace a prepared dataset in `output`.
 
     Returns:
         The summary written to prepared.json.
+
+    Raises:
+        ConfigError: the output cannot be used, or the source is in memory.
+        RunDirError: another prepare writes into `output`.
     """
+    from pipeline.rundir import locked, recover_directory, replace_directory, staging_path
+
+    output = pathlib.Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    busy = f"{output} is being written by another prepare: wait for it, or choose another --output"
+    with locked(output.parent / f".{output.name}.lock", busy):
+        repaired = recover_directory(output)
+        if repaired:
+            print(f"{output}: {repaired}")
+        check_output(output, overwrite)
+        staging = staging_path(output)
+        staging.mkdir()
+        summary = _write_dataset(config, staging, size, quality, shards)
+        replace_directory(staging, output)
+    return summary
+
+
+def _write_dataset(config, folder, size, quality, shards):
     import tensorflow as tf
 
     from pipeline.data import load_source
+    from pipeline.rundir import atomic_write_text
 
     source = load_source(config.data, config.seed)
     if not source.encoded:
-        raise ConfigError(f"data.source {config.data.source!r} is in memory already; prepare folder: or tfds: sources")
-    output.mkdir(parents=True, exist_ok=True)
-    for old in output.glob("*.tfrecord"):
-        old.unlink()
+        raise ConfigError(
+            f"data.source {config.data.source!r} is in memory already: prepare folder: or tfds: sources"
+        )
     counter = tf.Variable(0, dtype=tf.int64, trainable=False)
     summary = {"source": config.data.source, "size": size, "quality": quality, "splits": {}}
     for split, dataset, count in (
@@ -118,26 +185,24 @@ def prepare(config, output, size=256, quality=90, shards=0):
         ("validation", source.validation, source.validation_size),
     ):
         before = int(counter.numpy())
-        written = write_split(dataset, output, split, count, shards, size, quality, counter)
+        written = write_split(
+            dataset, folder, split, count, shards, size, quality, counter, max_pixels=config.data.max_pixels
+        )
         summary["splits"][split] = {"images": written, "skipped": int(counter.numpy()) - before}
         print(f"{split}: {written} images written, {summary['splits'][split]['skipped']} skipped")
-    (output / "labels.txt").write_text("".join(f"{name}\n" for name in source.class_names))
-    (output / "prepared.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(folder / "labels.txt", "".join(f"{name}\n" for name in source.class_names))
+    # The manifest last: a folder with prepared.json is complete.
+    atomic_write_text(folder / MANIFEST, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
+@cli.command
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-        if (args.output / "prepared.json").exists() and not args.overwrite:
-            raise ConfigError(f"{args.output} already holds a prepared dataset; pass --overwrite to replace it")
-        prepare(config, args.output, args.size, args.quality, args.shards)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.set)
+    check_output(args.output, args.overwrite)  # before the data source is opened
+    prepare(config, args.output, args.size, args.quality, args.shards, overwrite=args.overwrite)
     print(f"Prepared {args.output}: train with --set data.source=records:{args.output}")
-    return 0
 
 
 if __name__ == "__main__":

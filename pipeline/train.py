@@ -13,7 +13,6 @@ run resumes it (after a kill, too); on a finished run it refuses unless
 writes the run directory.
 """
 
-import argparse
 import contextlib
 import functools
 import math
@@ -23,19 +22,21 @@ import sys
 import tempfile
 import warnings
 
+from pipeline import cli
 from pipeline.config import ConfigError, load_config
 
 DEFAULT_RUNS = pathlib.Path("runs")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="experiment file; repeat to layer files (later ones win). Default: configs/quickstart.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one dotted key, e.g. --set train.optimizer.learning_rate=0.005")
     parser.add_argument("--run-dir", type=pathlib.Path, help="run directory (default: runs/<name>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in the run directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in the run directory (only a run directory of this project)")
     parser.add_argument("--worker-hosts", metavar="HOST:PORT,...",
                         help="multi-worker training: every worker's host:port, the same list on every worker "
                              "(worker 0 is the chief); stands for the TF_CONFIG environment variable")
@@ -493,34 +494,24 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         return figures
 
 
+@cli.command
 def main(argv=None):
+    """Trains the configured run; returns the exit status (`pipeline.cli`)."""
     args = parse_args(argv)
     from pipeline import distribute
 
-    try:
-        tf_config = None
-        if args.worker_hosts is not None or args.task_index is not None:
-            if args.worker_hosts is None or args.task_index is None:
-                raise ConfigError("--worker-hosts and --task-index go together")
-            tf_config = distribute.tf_config(args.worker_hosts.split(","), args.task_index)
-        config = load_config(args.config, args.set)
-        if tf_config and config.train.strategy not in ("auto", "multi_worker"):
-            raise ConfigError(
-                f"--worker-hosts needs train.strategy auto or multi_worker, not {config.train.strategy}"
-            )
-        run_dir = args.run_dir or DEFAULT_RUNS / config.name
-        train(config, run_dir, overwrite=args.overwrite, tf_config=tf_config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        from pipeline.callbacks import TrainingDiverged
-
-        if not isinstance(exc, TrainingDiverged):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    tf_config = None
+    if args.worker_hosts is not None or args.task_index is not None:
+        if args.worker_hosts is None or args.task_index is None:
+            raise ConfigError("--worker-hosts and --task-index go together: give both, or neither")
+        tf_config = distribute.tf_config(args.worker_hosts.split(","), args.task_index)
+    config = load_config(args.config, args.set)
+    if tf_config and config.train.strategy not in ("auto", "multi_worker"):
+        raise ConfigError(
+            f"--worker-hosts needs train.strategy auto or multi_worker, not {config.train.strategy}"
+        )
+    run_dir = args.run_dir or DEFAULT_RUNS / config.name
+    train(config, run_dir, overwrite=args.overwrite, tf_config=tf_config)
 
 
 if __name__ == "__main__":

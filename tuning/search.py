@@ -49,7 +49,6 @@ yourself works the same). Workers wait for the chief; the chief returns once
 every trial has ended, then prints the table and writes best.yaml.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -61,6 +60,7 @@ import time
 
 import yaml
 
+from pipeline import cli
 from pipeline.config import ConfigError, build_config, load_config, load_yaml
 from pipeline.rundir import changed_keys
 from tuning.hypermodel import TUNED_KEYS, check_search_space, override_tree, search_ranges
@@ -73,18 +73,22 @@ LOG_DIR = "logs"
 # Keys that may change between a search and its resumption: the budget can
 # grow, and progress output is not part of the experiment.
 RESUMABLE_CHANGES = ("tune.max_trials", "train.verbose")
+# Everything a search writes into its directory (glob patterns; KerasTuner's state is
+# oracle.json, <tuner id>.json and trial_<id>/): --overwrite replaces only such a directory.
+SEARCH_ENTRIES = (CONFIG_FILE, BEST_FILE, "*.json", "trial_*", LOG_DIR, ".*.tmp")
 MAX_CONSECUTIVE_FAILED_TRIALS = 10
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m tuning.search", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="experiment file; repeat to layer files (later ones win). Default: configs/quickstart.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one dotted key, e.g. --set tune.max_trials=4")
     parser.add_argument("--dir", type=pathlib.Path, help="search directory (default: runs/<name>_search)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the search directory's trials and start afresh")
+                        help="delete the search directory's trials and start afresh (only a search directory of "
+                             "this project)")
     parser.add_argument("--train-best", action="store_true",
                         help="then train and export the best trial's config in runs/<name>_best")
     dist = parser.add_argument_group("distributed tuning (all three, or none)")
@@ -265,13 +269,39 @@ def check_resumable(search_dir, config):
     path = pathlib.Path(search_dir) / CONFIG_FILE
     if not path.is_file():
         return
-    saved = build_config(load_yaml(path))
+    try:
+        saved = build_config(load_yaml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path} is not a config of this project ({exc}); choose another --dir") from None
     old, new = _comparable(saved), _comparable(config)
     if old != new:
         raise ConfigError(
             f"{search_dir} holds a search with another config (differs in: {', '.join(changed_keys(old, new))}); "
             "pass --overwrite to start afresh, or choose another --dir"
         )
+
+
+def check_search_dir(search_dir, config, overwrite):
+    """Refuses a search directory that is a file, not ours, or (without --overwrite) another search.
+
+    Raises:
+        RunDirError / ConfigError (exit status 2), naming the path.
+    """
+    from pipeline.rundir import RunDirError, check_ours
+
+    if search_dir.exists() and not search_dir.is_dir():
+        raise RunDirError(f"{search_dir} is a file, not a search directory: choose another --dir")
+    if not search_dir.exists() or not any(search_dir.iterdir()):
+        return
+    if overwrite:
+        check_ours(search_dir, SEARCH_ENTRIES, "search")  # KerasTuner then deletes it whole
+        return
+    if not (search_dir / CONFIG_FILE).is_file():
+        raise RunDirError(
+            f"{search_dir} is not empty and holds no {CONFIG_FILE}: it is not a search directory of this project; "
+            "choose another --dir"
+        )
+    check_resumable(search_dir, config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,8 +422,8 @@ def search(config, search_dir, overwrite=False, command_args=()):
     role = _role()
     check_search_space(config)
     check_objective(config.tune.objective, _known_num_classes(config.data))
-    if role != "worker" and not overwrite:
-        check_resumable(search_dir, config)
+    if role != "worker":
+        check_search_dir(search_dir, config, overwrite)
 
     import keras
 
@@ -480,23 +510,20 @@ def _command_args(args):
     return [f"--config {shlex.quote(str(p))}" for p in configs] + [f"--set {shlex.quote(s)}" for s in args.set]
 
 
+@cli.command
 def main(argv=None):
+    """Runs the search; returns the exit status (`pipeline.cli`): 1 when no trial completed."""
     args = parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-        search_dir = args.dir or DEFAULT_RUNS / f"{config.name}_search"
-        with _environ(_distributed_env(args)):
-            result = search(config, search_dir, overwrite=args.overwrite, command_args=_command_args(args))
-        if result is not None and result.best is None:
-            return 1
-        if args.train_best and result is not None:
-            from pipeline.train import train
+    config = load_config(args.config, args.set)
+    search_dir = args.dir or DEFAULT_RUNS / f"{config.name}_search"
+    with _environ(_distributed_env(args)):
+        result = search(config, search_dir, overwrite=args.overwrite, command_args=_command_args(args))
+    if result is not None and result.best is None:
+        raise cli.RunFailed("no trial of the search completed (see the table above): widen or move the ranges")
+    if args.train_best and result is not None:
+        from pipeline.train import train
 
-            train(result.best_config, DEFAULT_RUNS / f"{config.name}_best", overwrite=args.overwrite)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        train(result.best_config, DEFAULT_RUNS / f"{config.name}_best", overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,16 @@ def test_paper_initialisation():
     assert weights.std() == pytest.approx(0.01, rel=0.01)
 
 
+def test_caffe_initialisation():
+    model = build_alexnet(num_classes=1000, seed=1, init="caffe")
+    for name in ("conv2", "conv4", "conv5", "fc6", "fc7"):
+        np.testing.assert_array_equal(model.get_layer(name).bias.numpy(), np.float32(0.1))
+    for name in ("conv1", "conv3", "fc8"):
+        np.testing.assert_array_equal(model.get_layer(name).bias.numpy(), 0.0)
+    for name, std in (("fc6", 0.005), ("fc7", 0.005), ("fc8", 0.01), ("conv3", 0.01)):
+        assert model.get_layer(name).kernel.numpy().std() == pytest.approx(std, rel=0.02), name
+
+
 def test_weight_decay_is_half_wd_l2_on_kernels_only():
     model = build_alexnet(num_classes=4, input_size=64, fc_units=8, weight_decay=5e-4)
     assert model.get_layer("conv1").kernel_regularizer.l2 == pytest.approx(2.5e-4)
@@ -161,3 +171,34 @@ def test_channel_normalization_subtracts_the_mean_and_divides_by_std():
     std = (58.0, 57.0, 56.0)
     np.testing.assert_allclose(np.asarray(ChannelNormalization(mean, std)(x)), (x - np.float32(mean)) / np.float32(std),
                                rtol=1e-6)
+
+
+def test_lrn_follows_the_device_it_is_placed_on(monkeypatch):
+    import tensorflow as tf
+
+    from model_defs import layers
+    from model_defs.layers import LocalResponseNormalization, lrn_implementation
+
+    assert lrn_implementation("/job:localhost/replica:0/task:0/device:GPU:0") == "cudnn"
+    assert lrn_implementation("/job:localhost/replica:0/task:0/device:CPU:0", gpu_visible=True) == "banded"
+    assert lrn_implementation("/cpu:0", gpu_visible=True) == "banded"
+    assert lrn_implementation("", gpu_visible=True) == "cudnn"  # TensorFlow places it on the first GPU
+    assert lrn_implementation("", gpu_visible=False) == "banded"
+
+    # A host that shows a GPU: an LRN in a /cpu:0 scope (one_device on the CPU) is the banded one.
+    monkeypatch.setattr(layers.tf.config, "list_logical_devices", lambda kind=None: ["fake GPU"])
+    layer = LocalResponseNormalization()
+
+    def ops_of(device):
+        @tf.function
+        def f(x):
+            if device is None:
+                return layer(x)
+            with tf.device(device):
+                return layer(x)
+
+        graph = f.get_concrete_function(tf.TensorSpec([1, 3, 3, 8], tf.float32)).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "LRN" in ops_of(None)
+    assert "LRN" not in ops_of("/cpu:0") and "MatMul" in ops_of("/cpu:0")

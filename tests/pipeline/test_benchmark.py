@@ -2,6 +2,8 @@
 
 import pytest
 
+from pipeline.config import ConfigError
+
 from model_defs.alexnet import build_alexnet
 from pipeline import benchmark
 
@@ -46,7 +48,7 @@ def test_options_map_onto_the_config():
     args = benchmark.parse_args(["--precision", "mixed_bfloat16", "--groups", "1", "--jit", "--batch-size", "128"])
     assert (args.precision, args.groups, args.jit, args.batch_size, args.fit) == ("mixed_bfloat16", 1, True, 128, True)
     assert benchmark.parse_args(["--no-jit", "--no-fit"]).jit is False
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--repeats must be at least 1, got 0"):
         benchmark.parse_args(["--repeats", "0"])
 
 

@@ -1,3 +1,5 @@
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -87,3 +89,65 @@ def test_deterministic_mode_repeats_the_batches_in_order():
     for (x1, y1), (x2, y2) in zip(first, again):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
+
+
+def test_large_whole_decoded_images_are_skipped_and_counted(tmp_path, capfd):
+    from PIL import Image
+
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    def png(height, width):
+        import io
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), (200, 10, 10)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    write_tree(tmp_path, {
+        "a/small.png": png(20, 30),  # 600 pixels
+        "a/large.png": png(40, 50),  # 2,000 pixels: over the cap of 1,000
+        "b/large.jpg": jpeg_bytes(40, 50, seed=1),  # a JPEG decodes only its window: no cap
+        "b/ok.jpg": jpeg_bytes(20, 30, seed=2),
+    })  # fmt: skip
+    config = data_config(f"data.source=folder:{tmp_path}", "data.image_size=64", "data.resize=64",
+                         "data.max_pixels=1000", "data.validation_fraction=0.25")
+    data = build_datasets(config, batch_size=4)
+    seen = sum(int(labels.shape[0]) for _, labels in data.train) + sum(
+        int(labels.shape[0]) for _, labels in data.validation)
+    assert seen == 3 and int(data.skipped.numpy()) == 1
+    err = capfd.readouterr().err
+    assert f'warning: skipping image larger than data.max_pixels "{tmp_path / "a" / "large.png"}" - 2000 pixels, ' \
+           "more than 1000\n" in err
+
+
+def test_cache_auto_caches_what_fits_and_streams_the_rest():
+    import dataclasses
+
+    from pipeline.config import ConfigError
+    from pipeline.data import cache_decision
+
+    source = load_source(data_config(), 0)  # digits: 1,438 training images
+    small = dataclasses.replace(source, train_bytes=1_000)
+    large = dataclasses.replace(source, train_bytes=30 * 10**9)
+    random_crops = data_config("data.augment.crop=random")
+    assert cache_decision(random_crops, small, available=8 * 10**9) == (True, None)
+    assert cache_decision(random_crops, large, available=8 * 10**9) == (False, (
+        "data.cache: auto: not caching the training data in memory (30.0 GB, more than a quarter of the "
+        "8.0 GB available); each epoch reads it again"))
+    assert cache_decision(data_config("data.augment.crop=random", "data.cache=false"), small, 8e9) == (False, None)
+    with pytest.raises(ConfigError, match=r"data.cache: true, but the training data takes 30.0 GB in memory and "
+                                          r"8.0 GB is available: set data.cache to auto or false"):
+        cache_decision(data_config("data.augment.crop=random", "data.cache=true"), large, available=8 * 10**9)
+    # Nothing random (the quickstart): the cache holds model-ready float32 images, 1438 x 128 x 128 x 3 x 4 bytes.
+    assert cache_decision(data_config(), source, available=4 * 1438 * 128 * 128 * 3 * 4) == (True, None)
+    assert cache_decision(data_config(), source, available=4 * 1438 * 128 * 128 * 3 * 4 - 4)[0] is False
+
+
+def test_a_folder_source_knows_its_size_on_disk(tmp_path):
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    files = {f"c{i % 2}/{i}.jpg": jpeg_bytes(30 + i, 40, seed=i) for i in range(10)}
+    write_tree(tmp_path, files)
+    source = load_source(data_config(f"data.source=folder:{tmp_path}", "data.validation_fraction=0.2"), 0)
+    paths = [p.decode() for p in source.train.map(lambda data, label, name: name).as_numpy_iterator()]
+    assert source.train_bytes == sum(len(files[str(pathlib.Path(p).relative_to(tmp_path))]) for p in paths)

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from pipeline import prepare
@@ -41,3 +42,118 @@ def test_prepare_writes_256_jpeg_records_that_train_reads(tmp_path, capfd):
     assert images.shape == (3, 64, 64, 3) and sorted(labels.numpy().tolist()) == [0, 0, 1]
 
     assert prepare.main(argv) == 2  # an existing prepared dataset is not overwritten silently
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "images"
+    write_tree(folder, {
+        f"{split}/{c}/{i}.JPEG": jpeg_bytes(70, 90, seed=10 * ord(c) + i)
+        for split in ("train", "val") for c in "ab" for i in range(3)
+    })  # fmt: skip
+    return folder
+
+
+def _dataset_files(out):
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--shards", "-1"], "--shards must be from 0 to 100000, got -1"),
+        (["--quality", "101"], "--quality must be from 1 to 100, got 101"),
+        (["--quality", "0"], "--quality must be from 1 to 100, got 0"),
+        (["--size", "10"], "--size must be at least 64, got 10"),
+        (["--shards", "x"], "argument --shards: invalid int value: 'x': see python -m pipeline.prepare --help"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_is_touched(tmp_path, capsys, extra, message):
+    folder = _folder(tmp_path)
+    out = tmp_path / "prepared"
+    base = ["--set", f"data.source=folder:{folder}", "--output", str(out)]
+    assert prepare.main(base) == 0
+    before = _dataset_files(out)
+    capsys.readouterr()
+    assert prepare.main(base + ["--overwrite"] + extra) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert _dataset_files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.lock", "images", "prepared"]
+
+
+def test_output_of_user_files_or_a_file_is_refused(tmp_path, capsys):
+    folder = _folder(tmp_path)
+    mine = tmp_path / "mine"
+    write_tree(mine, {"holiday.jpg": b"x", "train-00000-of-00001.tfrecord": b"y"})
+    for extra in ([], ["--overwrite"]):
+        assert prepare.main(["--set", f"data.source=folder:{folder}", "--output", str(mine), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {mine} holds files that no prepared dataset of this project writes (holiday.jpg)")
+    assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg", "train-00000-of-00001.tfrecord"]
+    a_file = tmp_path / "file"
+    a_file.write_text("z")
+    assert prepare.main(["--set", f"data.source=folder:{folder}", "--output", str(a_file)]) == 2
+    assert capsys.readouterr().err == f"error: --output {a_file} is a file: choose a folder\n"
+
+
+def test_a_second_prepare_into_the_same_folder_is_refused(tmp_path, capsys):
+    from pipeline.rundir import locked
+
+    folder = _folder(tmp_path)
+    out = tmp_path / "prepared"
+    with locked(tmp_path / ".prepared.lock", "held by the test"):
+        assert prepare.main(["--set", f"data.source=folder:{folder}", "--output", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out} is being written by another prepare: wait for it, or choose another --output\n"
+    )
+    assert not out.exists()
+
+
+KILL_MID_PREPARE = """
+import pathlib, sys, time
+from pipeline import prepare
+marker = pathlib.Path(sys.argv[1])
+write_split = prepare.write_split
+def slow(*args, **kwargs):
+    written = write_split(*args, **kwargs)
+    marker.write_text("one split written")
+    time.sleep(120)
+    return written
+prepare.write_split = slow
+sys.exit(prepare.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_reprepare_leaves_the_previous_dataset_usable(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.runs import project_env
+
+    folder = _folder(tmp_path)
+    out = tmp_path / "prepared"
+    base = ["--set", f"data.source=folder:{folder}", "--output", str(out)]
+    assert prepare.main(base + ["--quality", "50"]) == 0
+    before = _dataset_files(out)
+    marker = tmp_path / "marker"
+    process = subprocess.Popen([sys.executable, "-c", KILL_MID_PREPARE, str(marker), *base, "--overwrite"],
+                               env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    # Half a new dataset in staging; the old one whole, and still what training reads.
+    assert (tmp_path / ".prepared.tmp" / "train-00000-of-00001.tfrecord").is_file()
+    assert _dataset_files(out) == before
+    config = load_config([], [f"data.source=records:{out}", "data.image_size=64", "data.resize=72"]).data
+    assert sum(1 for _ in load_source(config).train) == 6
+    # The next prepare clears the leftover and replaces the dataset.
+    assert prepare.main(base + ["--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.lock", "images", "marker", "prepared"]
+    assert json.loads((out / "prepared.json").read_text())["quality"] == 90

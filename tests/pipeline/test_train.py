@@ -70,9 +70,10 @@ def test_finished_run_is_not_overwritten(finished_run, capsys):
 def test_overwrite_retrains(tmp_path):
     run_dir = tmp_path / "again"
     assert train.main(args(run_dir, "train.epochs=1")) == 0
-    (run_dir / "marker").write_text("old")
+    # An evaluation of the old model: a file the run directory holds, gone with the old run.
+    (run_dir / "eval_validation_1.json").write_text("old")
     assert train.main(args(run_dir, "train.epochs=1") + ["--overwrite"]) == 0
-    assert not (run_dir / "marker").exists()
+    assert not (run_dir / "eval_validation_1.json").exists()
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
 
 
