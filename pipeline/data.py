@@ -191,17 +191,23 @@ def _list_images(root, classes):
 
 
 def _walk_images(root, classes):
+    from pipeline.progress import Progress
+
     paths, labels = [], []
+    progress = Progress(f"listing {root}", unit="files")  # 1.28 M ImageNet files take a while
     for label, name in enumerate(classes):
         folder = pathlib.Path(root) / name
         if not folder.is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames.sort()
+            before = len(paths)
             for filename in sorted(filenames):
                 if pathlib.Path(filename).suffix.lower() in IMAGE_EXTENSIONS and not filename.startswith("."):
                     paths.append(os.path.join(dirpath, filename))
                     labels.append(label)
+            progress.update(len(paths) - before)
+    progress.done()
     return paths, np.array(labels, np.int32)
 
 

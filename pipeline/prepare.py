@@ -95,6 +95,7 @@ def write_split(dataset, output, split, count, shards, size, quality, counter, m
     import tensorflow as tf
 
     from pipeline.data import skip_undecodable
+    from pipeline.progress import Progress
 
     shards = shards or max(1, -(-count // 1000))
     triples = skip_undecodable(dataset, counter, keep_name=True, max_pixels=max_pixels)
@@ -103,13 +104,16 @@ def write_split(dataset, output, split, count, shards, size, quality, counter, m
         tf.io.TFRecordWriter(str(output / f"{split}-{i:05d}-of-{shards:05d}.tfrecord")) for i in range(shards)
     ]
     written = 0
+    progress = Progress(f"{split} split", total=count)
     try:
         for image, label, name in triples.as_numpy_iterator():
             writers[written % shards].write(_example(image, int(label), name))
             written += 1
+            progress.update()
     finally:
         for writer in writers:
             writer.close()
+    progress.done()
     return written
 
 
