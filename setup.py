@@ -20,6 +20,7 @@ setup(
         "pyyaml>=6,<7",
         "pydantic>=2.6,<3",  # the typed, validated config tree
         "scikit-learn>=1.3",  # the bundled digits of the offline quickstart
+        "matplotlib>=3.7,<4",  # the evaluation's pictures (pipeline.figures)
     ],
     extras_require={
         "test": ["pytest>=8"],

@@ -1,5 +1,5 @@
 """Keras callbacks the trainer adds: backups, divergence, throughput, learning rate, reference lines,
-a picture of the augmented input, ten-crop validation.
+a picture of the augmented input, pictures of conv1's kernels, ten-crop validation.
 
 They serve both training loops (`model.fit` and the multi-worker loop in
 `pipeline.distribute`), which call them through one `keras.callbacks.CallbackList`.
@@ -22,6 +22,10 @@ from pipeline.rundir import atomic_write_text, fsync_path
 
 # TensorBoard image tag of the first training batch (in the `train` run).
 AUGMENTED_BATCH_TAG = "augmented_batch"
+# TensorBoard image tag of conv1's kernels during training (in the `train` run), and the epochs between
+# two pictures: 90 ImageNet epochs give 19 pictures, enough to watch the kernels form.
+CONV1_KERNELS_TAG = "conv1_kernels"
+CONV1_KERNELS_EVERY = 5
 
 # TensorBoard run name -> the value drawn on the validation top-5 error chart.
 REFERENCE_LINES = {
@@ -305,6 +309,61 @@ class AugmentedImageGrid(keras.callbacks.Callback):
                 )
         finally:
             writer.close()
+
+
+class Conv1Kernels(keras.callbacks.Callback):
+    """Shows in TensorBoard how conv1's kernels develop: the paper's Figure 3, during training.
+
+    Writes the kernel picture of `pipeline.figures.render_kernels` (one block
+    per tower) as an image summary, tag `conv1_kernels`, to the `train` run of
+    the log directory. The step is the number of finished epochs: step 0 at
+    the start of training (the initial kernels, before any update), then after
+    every `every`-th epoch and after the last one. It keeps no writer open.
+
+    Args:
+        log_dir: the TensorBoard log directory of the run.
+        every: epochs between pictures.
+        epochs: the run's train.epochs, so that the last epoch is drawn too
+            (None: only every `every` epochs).
+        groups: the model's groups (model.groups): blocks of the picture.
+        at_start: draw the initial kernels at step 0; False for a run that
+            resumes from a backup (its first session drew them).
+    """
+
+    def __init__(self, log_dir, every=CONV1_KERNELS_EVERY, epochs=None, groups=2, at_start=True):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        self.log_dir = log_dir
+        self.every = every
+        self.epochs = epochs
+        self.groups = groups
+        self.at_start = at_start
+
+    def draw(self, step):
+        """Writes the picture of the model's current conv1 kernels at `step`."""
+        from pipeline.figures import render_kernels, rgb_array
+
+        kernel = keras.ops.convert_to_numpy(self.model.get_layer("conv1").kernel)
+        title = f"conv1 kernels after {step} epoch{'' if step == 1 else 's'}"
+        image = rgb_array(render_kernels(kernel, self.groups, title=title))
+        writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+        try:
+            with writer.as_default():
+                tf.summary.image(CONV1_KERNELS_TAG, image[None], step=step, max_outputs=1,
+                                 description="conv1's kernels, each scaled to [0, 1] by its own minimum and maximum, "
+                                             "one block per tower (paper, Figure 3); step: finished epochs.")
+        finally:
+            writer.close()
+
+    def on_train_begin(self, logs=None):
+        if self.at_start:
+            self.draw(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        finished = epoch + 1
+        if finished % self.every == 0 or finished == self.epochs:
+            self.draw(finished)
 
 
 class TrainingDiverged(RunFailed):

@@ -157,7 +157,10 @@ def build_callbacks(
     """The callbacks of a training run, in the order they must run.
 
     With train.validation_crops: 10 they include `TenCropValidation`, which
-    adds the ten-crop validation errors to each epoch's logs.
+    adds the ten-crop validation errors to each epoch's logs. The chief also
+    gets the TensorBoard pictures: the augmented first batch
+    (`AugmentedImageGrid`) and conv1's kernels at the start, every few
+    epochs and after the last (`Conv1Kernels`).
 
     Args:
         config: the run's `Config`.
@@ -171,8 +174,9 @@ def build_callbacks(
         first_batch: the first training batch (images, labels), or a function
             returning it, for the TensorBoard picture of the augmented input
             (`AugmentedImageGrid`); None (other workers than the chief) draws
-            none. A run that resumes from a backup does not draw it again
-            (nor call the function).
+            none, nor conv1's kernels. A run that resumes from a backup does
+            not draw the batch or the initial kernels again (nor call the
+            function).
         class_names: label -> class name, for the picture's description.
 
     Returns:
@@ -180,6 +184,7 @@ def build_callbacks(
     """
     from pipeline.callbacks import (
         AugmentedImageGrid,
+        Conv1Kernels,
         EpochStats,
         ReferenceLines,
         ReleaseValidationIterator,
@@ -195,13 +200,18 @@ def build_callbacks(
     per_step = [c for c in schedule if not isinstance(c, PlateauSchedule)]
     backup.stateful.update({"plateau": c for c in plateau})
     log_dir = str(log_dir)
-    # A backup means that an earlier session of this run started at epoch 0 and drew the picture.
-    draw = first_batch is not None and backup.read_state() is None
+    # first_batch is None on the workers other than the chief: they draw no pictures.
+    chief = first_batch is not None
+    # A backup means that an earlier session of this run started at epoch 0 and drew the pictures of that start.
+    fresh = backup.read_state() is None
+    draw = chief and fresh
     # Both open the data source now, while `train` shares the folder listing
     # between the pipelines (`pipeline.data.shared_listings`).
     if draw and callable(first_batch):
         first_batch = first_batch()
     picture = [AugmentedImageGrid(log_dir, first_batch, class_names)] if draw else []
+    if chief:
+        picture.append(Conv1Kernels(log_dir, epochs=t.epochs, groups=config.model.groups, at_start=fresh))
     ten_crop = (
         [TenCropValidation(config.data, t.batch_size, seed=config.seed, validation_steps=t.validation_steps)]
         if t.validation_crops == 10
@@ -216,7 +226,7 @@ def build_callbacks(
         EpochStats(images_per_epoch),  # before TensorBoard: it adds to the logs TensorBoard writes
         RunTensorBoard(log_dir, write_graph=False, profile_batch=0),
         ReferenceLines(log_dir),
-        *picture,
+        *picture,  # image summaries only: they read the weights and write nothing the others read
         ReleaseValidationIterator(),
         *plateau,  # after the logging: the logged rate is the one this epoch used
         backup,  # last: it records what the others wrote and restores state after their resets
