@@ -355,7 +355,12 @@ def tfds_source(data_config, seed=0):
 
 
 def records_source(data_config, seed=0):
-    """TFRecords written by `python -m pipeline.prepare` (JPEGs at shorter side 256)."""
+    """TFRecords written by `python -m pipeline.prepare` (JPEGs at shorter side 256, or raw squares).
+
+    JPEG records give (bytes, label, name) triples like the other file
+    sources; raw records (prepared.json's "format": "raw") give decoded
+    (uint8 image, label) pairs, which no decoder needs to see.
+    """
     import json
 
     root = pathlib.Path(data_config.source.partition(":")[2]).expanduser()
@@ -385,15 +390,22 @@ def records_source(data_config, seed=0):
             ex = tf.io.parse_single_example(record, features)
             return ex["image"], tf.cast(ex["label"], tf.int32), ex["name"]
 
-        return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        def parse_raw(record):
+            ex = tf.io.parse_single_example(record, features)
+            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [size, size, 3])
+            return image, tf.cast(ex["label"], tf.int32)
 
+        return dataset.map(parse_raw if raw else parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    raw = summary.get("format", "jpeg") == "raw"
+    size = int(summary["size"])
     return Source(
         train=split("train", True),
         validation=split("validation", False),
         class_names=(root / "labels.txt").read_text().splitlines(),
         train_size=summary["splits"]["train"]["images"],
         validation_size=summary["splits"]["validation"]["images"],
-        encoded=True,
+        encoded=not raw,
         train_bytes=sum(p.stat().st_size for p in root.glob("train-*.tfrecord")),
     )
 
@@ -464,7 +476,15 @@ def skip_undecodable(dataset, counter=None, keep_name=False, max_pixels=None):
     return dataset.map(lambda data, label, name, ok: (data, label))
 
 
-def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False, cache=False):
+# The shuffle buffer of the training pipeline: up to this many examples, and at most
+# about this many bytes (raw 256x256 records are 196 KB each: 10,000 of them would
+# take 2 GB).
+SHUFFLE_EXAMPLES = 10_000
+SHUFFLE_BYTES = 2**30
+
+
+def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False, cache=False,
+                   example_bytes=None):
     """Unbatched (image, label) -> shuffled, augmented, batched, prefetched.
 
     Each image is paired with its own [2] seed from `Dataset.random`, drawn
@@ -484,6 +504,8 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
             unless the cache would freeze the order.
         cache: keep the examples in memory after the first epoch (see
             `cache_decision` for data.cache).
+        example_bytes: the mean size of one example as stored, to bound the
+            shuffle buffer's memory (None: unknown).
     """
     augment = data_config.augment
     transform = TrainTransform(
@@ -500,7 +522,10 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
         if cache:
             dataset = dataset.cache()
         if cache or not shuffled:
-            dataset = dataset.shuffle(min(size or 10_000, 10_000), seed=seed, reshuffle_each_iteration=True)
+            buffer = min(size or SHUFFLE_EXAMPLES, SHUFFLE_EXAMPLES)
+            if example_bytes:
+                buffer = max(1, min(buffer, SHUFFLE_BYTES // max(1, int(example_bytes))))
+            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         return dataset
 
     if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
@@ -643,7 +668,8 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
         train = train.repeat().take(source.train_size // shard[0])
     return Datasets(
         train=train_pipeline(
-            train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled, cache=cache
+            train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled, cache=cache,
+            example_bytes=source.train_bytes / source.train_size if source.train_bytes and source.train_size else None,
         ),
         validation=eval_pipeline(validation, data_config, batch_size),
         class_names=source.class_names,

@@ -1,21 +1,33 @@
-"""Write a dataset once as sharded TFRecords of JPEGs at shorter side 256.
+"""Write a dataset once as sharded TFRecords of images at shorter side 256.
 
     python -m pipeline.prepare --config configs/imagenet2012.yaml --output data/imagenet256
+    python -m pipeline.prepare --config configs/imagenet2012.yaml --output data/imagenet256sq --square
+    python -m pipeline.prepare --config configs/imagenet2012.yaml --output data/imagenet256raw --format raw
     python -m pipeline.train --config configs/imagenet2012.yaml --set data.source=records:data/imagenet256
 
-The paper down-sampled every image to 256 on the shorter side before training
-(section 2); doing the same once, up front, makes every later epoch decode
-small JPEGs instead of full-size photos, which is several times cheaper per
-core. Undecodable files (and PNG, GIF or BMP files larger than
-data.max_pixels) are skipped (named on stderr) and counted in prepared.json.
-Images whose shorter side is already at most `--size` are re-encoded at their
-own size (never upscaled).
+The paper down-sampled every image to 256 on the shorter side and kept the
+central 256x256 square (section 2); doing the same once, up front, makes every
+later epoch decode small JPEGs instead of full-size photos, which is several
+times cheaper per core. Three forms (`python -m pipeline.benchmark --input`
+measures them):
+
+    --format jpeg           JPEGs at shorter side --size, the whole image (default: the
+                            inception crop and other views outside the central square
+                            need the sides). Images already smaller are kept at their size.
+    --format jpeg --square  the paper's central --size square as a JPEG (a quarter fewer
+                            bytes for a 4:3 photo; the same training and evaluation views).
+    --format raw            the central square as raw uint8 pixels, every image exactly
+                            --size x --size (smaller ones upscaled): no decoding at all
+                            during training, at 196 KB an image at 256 (ImageNet: 251 GB).
+
+Undecodable files (and PNG, GIF or BMP files larger than data.max_pixels) are
+skipped (named on stderr) and counted in prepared.json.
 
 Layout written:
-    DIR/train-00000-of-000NN.tfrecord ...   tf.train.Example: image (JPEG bytes), label (int64), name (bytes)
+    DIR/train-00000-of-000NN.tfrecord ...   tf.train.Example: image (JPEG or raw bytes), label (int64), name (bytes)
     DIR/validation-00000-of-000NN.tfrecord ...
     DIR/labels.txt                          class names in index order
-    DIR/prepared.json                       the manifest: counts per split, size, quality (written last)
+    DIR/prepared.json                       the manifest: counts per split, size, format, quality (written last)
 
 Nothing is touched until every argument is checked. The dataset is written
 into a staging folder beside DIR (`.DIR.tmp`) and swapped in whole at the end
@@ -33,6 +45,7 @@ from pipeline.config import ConfigError, load_config
 from model_defs.geometry import MIN_INPUT_SIZE
 
 FEATURES = ("image", "label", "name")
+FORMATS = ("jpeg", "raw")
 MANIFEST = "prepared.json"
 # Everything a prepared dataset holds (glob patterns): --overwrite replaces only such a folder.
 DATASET_ENTRIES = ("train-*.tfrecord", "validation-*.tfrecord", "labels.txt", MANIFEST)
@@ -47,6 +60,10 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, default=256,
                         help=f"shorter side of the stored JPEGs (paper: 256; at least {MIN_INPUT_SIZE})")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored images, 1-100")
+    parser.add_argument("--format", choices=FORMATS, default="jpeg",
+                        help="jpeg (default) or raw uint8 pixels of the central square (no decoding; 196 KB an image)")
+    parser.add_argument("--square", action="store_true",
+                        help="jpeg: store only the central --size square, as the paper did (raw always does)")
     parser.add_argument("--shards", type=int, default=0,
                         help="shards per split (default 0: about 1,000 images each)")
     parser.add_argument("--overwrite", action="store_true", help="replace a prepared dataset in --output")
@@ -57,20 +74,25 @@ def parse_args(argv=None):
     return args
 
 
-def _downsized_jpeg(size, quality):
+def _stored(size, quality, image_format="jpeg", square=False):
+    """(bytes, label, name) -> (stored bytes, label, name): the image as a record holds it."""
     import tensorflow as tf
 
-    from pipeline.augment import resize_shorter_side
+    from pipeline.augment import center_crop, resize_shorter_side
+
+    def to_uint8(image):
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
     def encode(data, label, name):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         shape = tf.shape(image)
         shorter = tf.minimum(shape[0], shape[1])
-        image = tf.cond(
-            shorter > size,
-            lambda: tf.cast(tf.clip_by_value(tf.round(resize_shorter_side(image, size)), 0, 255), tf.uint8),
-            lambda: image,
-        )
+        if image_format == "raw":
+            # Every record exactly size x size (smaller images upscaled); written out as its bytes.
+            return center_crop(to_uint8(resize_shorter_side(image, size)), size), label, name
+        image = tf.cond(shorter > size, lambda: to_uint8(resize_shorter_side(image, size)), lambda: image)
+        if square:
+            image = center_crop(image, tf.minimum(size, shorter))
         return tf.io.encode_jpeg(image, quality=quality), label, name
 
     return encode
@@ -90,7 +112,8 @@ def _example(image, label, name):
     ).SerializeToString()
 
 
-def write_split(dataset, output, split, count, shards, size, quality, counter, max_pixels=None):
+def write_split(dataset, output, split, count, shards, size, quality, counter, max_pixels=None, image_format="jpeg",
+                square=False):
     """Writes one split's (bytes, label, name) triples as sharded TFRecords; returns images written."""
     import tensorflow as tf
 
@@ -99,7 +122,7 @@ def write_split(dataset, output, split, count, shards, size, quality, counter, m
 
     shards = shards or max(1, -(-count // 1000))
     triples = skip_undecodable(dataset, counter, keep_name=True, max_pixels=max_pixels)
-    triples = triples.map(_downsized_jpeg(size, quality), num_parallel_calls=tf.data.AUTOTUNE)
+    triples = triples.map(_stored(size, quality, image_format, square), num_parallel_calls=tf.data.AUTOTUNE)
     writers = [
         tf.io.TFRecordWriter(str(output / f"{split}-{i:05d}-of-{shards:05d}.tfrecord")) for i in range(shards)
     ]
@@ -107,7 +130,8 @@ def write_split(dataset, output, split, count, shards, size, quality, counter, m
     progress = Progress(f"{split} split", total=count)
     try:
         for image, label, name in triples.as_numpy_iterator():
-            writers[written % shards].write(_example(image, int(label), name))
+            data = image.tobytes() if image_format == "raw" else image
+            writers[written % shards].write(_example(data, int(label), name))
             written += 1
             progress.update()
     finally:
@@ -138,13 +162,13 @@ def check_output(output, overwrite):
         raise ConfigError(f"{output} holds an unfinished prepared dataset: pass --overwrite to replace it")
 
 
-def prepare(config, output, size=256, quality=90, shards=0, overwrite=False):
+def prepare(config, output, size=256, quality=90, shards=0, overwrite=False, image_format="jpeg", square=False):
     """Writes the configured source's train and validation splits as a dataset in `output`.
 
     Args:
         config: the validated `Config` (its data.source is read).
         output: the dataset folder; replaced atomically at the end.
-        size, quality, shards: see the command-line options.
+        size, quality, shards, image_format, square: see the command-line options.
         overwrite: replace a prepared dataset in `output`.
 
     Returns:
@@ -166,12 +190,12 @@ def prepare(config, output, size=256, quality=90, shards=0, overwrite=False):
         check_output(output, overwrite)
         staging = staging_path(output)
         staging.mkdir()
-        summary = _write_dataset(config, staging, size, quality, shards)
+        summary = _write_dataset(config, staging, size, quality, shards, image_format, square)
         replace_directory(staging, output)
     return summary
 
 
-def _write_dataset(config, folder, size, quality, shards):
+def _write_dataset(config, folder, size, quality, shards, image_format="jpeg", square=False):
     import tensorflow as tf
 
     from pipeline.data import load_source
@@ -183,14 +207,19 @@ def _write_dataset(config, folder, size, quality, shards):
             f"data.source {config.data.source!r} is in memory already: prepare folder: or tfds: sources"
         )
     counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-    summary = {"source": config.data.source, "size": size, "quality": quality, "splits": {}}
+    summary = {
+        "source": config.data.source, "size": size, "format": image_format,
+        "square": square or image_format == "raw", "quality": quality if image_format == "jpeg" else None,
+        "splits": {},
+    }  # fmt: skip
     for split, dataset, count in (
         ("train", source.train, source.train_size),
         ("validation", source.validation, source.validation_size),
     ):
         before = int(counter.numpy())
         written = write_split(
-            dataset, folder, split, count, shards, size, quality, counter, max_pixels=config.data.max_pixels
+            dataset, folder, split, count, shards, size, quality, counter, max_pixels=config.data.max_pixels,
+            image_format=image_format, square=square,
         )
         summary["splits"][split] = {"images": written, "skipped": int(counter.numpy()) - before}
         print(f"{split}: {written} images written, {summary['splits'][split]['skipped']} skipped")
@@ -205,7 +234,8 @@ def main(argv=None):
     args = parse_args(argv)
     config = load_config(args.config, args.set)
     check_output(args.output, args.overwrite)  # before the data source is opened
-    prepare(config, args.output, args.size, args.quality, args.shards, overwrite=args.overwrite)
+    prepare(config, args.output, args.size, args.quality, args.shards, overwrite=args.overwrite,
+            image_format=args.format, square=args.square)
     print(f"Prepared {args.output}: train with --set data.source=records:{args.output}")
 
 

@@ -157,3 +157,38 @@ def test_a_killed_reprepare_leaves_the_previous_dataset_usable(tmp_path):
     assert prepare.main(base + ["--overwrite"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.lock", "images", "marker", "prepared"]
     assert json.loads((out / "prepared.json").read_text())["quality"] == 90
+
+
+def test_square_jpeg_and_raw_records_hold_the_central_square(tmp_path):
+    from pipeline.augment import center_crop, resize_shorter_side
+
+    wide = np.tile(np.arange(700, dtype=np.uint8)[None, :, None] % 251, (280, 1, 3))
+    folder = tmp_path / "images"
+    write_tree(folder, {
+        "train/a/wide.png": tf.io.encode_png(wide).numpy(),
+        "train/b/small.JPEG": jpeg_bytes(70, 90, seed=2),
+        "val/a/v.png": tf.io.encode_png(wide[:, ::-1]).numpy(),
+    })  # fmt: skip
+    common = ["--set", f"data.source=folder:{folder}", "--size", "128"]
+    assert prepare.main(common + ["--output", str(tmp_path / "sq"), "--square"]) == 0
+    assert prepare.main(common + ["--output", str(tmp_path / "raw"), "--format", "raw"]) == 0
+    manifest = json.loads((tmp_path / "raw" / "prepared.json").read_text())
+    assert (manifest["format"], manifest["square"], manifest["quality"], manifest["size"]) == ("raw", True, None, 128)
+
+    def records(name, **overrides):
+        config = load_config([], [f"data.source=records:{tmp_path / name}", "data.image_size=64", "data.resize=128"])
+        return load_source(config.data)
+
+    # JPEG squares: the central square at 128, or at the small image's own shorter side (never upscaled).
+    shapes = sorted(tuple(tf.io.decode_jpeg(data).shape[:2]) for data, _, _ in records("sq").train)
+    assert shapes == [(70, 70), (128, 128)]
+    # Raw: decoded (image, label) pairs, every one 128 x 128, the exact pixels of the central square.
+    source = records("raw")
+    assert not source.encoded
+    images = {int(label): image.numpy() for image, label in source.train}
+    expected = center_crop(tf.cast(tf.clip_by_value(tf.round(resize_shorter_side(wide, 128)), 0, 255), tf.uint8), 128)
+    np.testing.assert_array_equal(images[0], expected.numpy())
+    assert images[1].shape == (128, 128, 3)
+    config = load_config([], [f"data.source=records:{tmp_path / 'raw'}", "data.image_size=64", "data.resize=128"])
+    batch, labels = next(iter(build_datasets(config.data, batch_size=4).train))
+    assert batch.shape == (2, 64, 64, 3) and sorted(labels.numpy().tolist()) == [0, 1]
