@@ -114,7 +114,7 @@ class TrainTransform(keras.layers.Layer):
     window of the central resize x resize square of the image rescaled to
     shorter side `resize`; then a random horizontal flip and PCA colour noise.
     Each step can be switched off. `crop="center"` takes the central window
-    instead; `crop="inception"` a random-resized crop (8-100 % of the area,
+    instead; `crop="inception"` a random-resized crop (min_area-100 % of the area,
     aspect 3/4-4/3) of the whole image. Images smaller than the window are
     upscaled.
 
@@ -122,17 +122,19 @@ class TrainTransform(keras.layers.Layer):
         image_size: output height and width.
         resize: shorter side before cropping (paper: 256).
         crop: "random", "inception" or "center".
+        min_area: the smallest share of the image an inception crop takes.
         flip: random horizontal flips.
         pca_noise: std of the PCA colour-noise alphas; 0 disables it.
     """
 
-    def __init__(self, image_size, resize=256, crop="random", flip=True, pca_noise=0.1, **kwargs):
+    def __init__(self, image_size, resize=256, crop="random", flip=True, pca_noise=0.1, min_area=0.08, **kwargs):
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.resize = int(resize)
         self.crop = crop
         self.flip = bool(flip)
         self.pca_noise = float(pca_noise)
+        self.min_area = float(min_area)
         self.mirror = RandomHorizontalFlip()
         self.lighting = PCAColorNoise(self.pca_noise)
 
@@ -143,7 +145,7 @@ class TrainTransform(keras.layers.Layer):
     def window(self, shape, seed):
         """[top, left, height, width] of this image's crop, in its own pixels."""
         if self.crop == "inception":
-            return decode.inception_window(shape, seed)
+            return decode.inception_window(shape, seed, self.min_area)
         if self.crop == "random":
             return decode.paper_train_window(shape, self.image_size, self.resize, seed)
         return decode.center_window(shape, self.image_size, self.resize)
@@ -166,6 +168,7 @@ class TrainTransform(keras.layers.Layer):
             "crop": self.crop,
             "flip": self.flip,
             "pca_noise": self.pca_noise,
+            "min_area": self.min_area,
         }
 
 

@@ -64,6 +64,7 @@ class AugmentConfig(_Section):
     crop: Literal["random", "inception", "center"] = "random"  # random 224 crop of the central 256 square
     flip: bool = True  # random horizontal reflection
     pca_noise: float = Field(0.1, ge=0.0)  # std of the PCA colour-noise alphas; 0 turns it off
+    min_area: float = Field(0.08, gt=0.0, le=1.0)  # inception crop: the smallest share of the image it takes
 
 
 class DataConfig(_Section):

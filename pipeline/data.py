@@ -514,6 +514,7 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
         crop=augment.crop,
         flip=augment.flip,
         pca_noise=augment.pca_noise,
+        min_area=augment.min_area,
     )
 
     def cache_and_shuffle(dataset):

@@ -195,15 +195,15 @@ def center_window(shape, image_size, resize):
     return tf.stack([(shape[0] - size) // 2, (shape[1] - size) // 2, size, size])
 
 
-def inception_window(shape, seed):
-    """A random-resized ("Inception") crop: 8-100 % of the area, aspect 3/4-4/3."""
+def inception_window(shape, seed, min_area=0.08):
+    """A random-resized ("Inception") crop: min_area-100 % of the area (default 8 %), aspect 3/4-4/3."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.concat([shape, [3]], 0),
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
         seed=tf.random.experimental.stateless_fold_in(seed, 4),
-        min_object_covered=0.08,
+        min_object_covered=min_area,
         aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(0.08, 1.0),
+        area_range=(min_area, 1.0),
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
