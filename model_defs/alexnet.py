@@ -63,6 +63,7 @@ def build_alexnet(
     std=(1.0, 1.0, 1.0),
     seed=None,
     name="alexnet",
+    grouped_conv="auto",
 ):
     """Builds AlexNet as an uncompiled functional `keras.Model` with logits out.
 
@@ -91,6 +92,11 @@ def build_alexnet(
         mean, std: per-channel input normalisation, in pixel units.
         seed: seed for the initialisers (None: random).
         name: model name.
+        grouped_conv: how conv2/4/5 compute their groups, the weights being the
+            same: "towers" (one convolution per group, concatenated, as on the
+            paper's two GPUs), "native" (Keras' `Conv2D(groups=...)`), or "auto"
+            (chosen by backend and device where the layer runs, from
+            measurements: `model_defs.layers.GROUPED_CONV_DEFAULTS`).
 
     Returns:
         A `keras.Model` mapping [batch, input_size, input_size, 3] images to
@@ -112,6 +118,7 @@ def build_alexnet(
             strides=strides,
             padding=padding,
             groups=groups if layer_name in GROUPED_LAYERS else 1,
+            grouped_conv=grouped_conv,
             activation="relu",
             kernel_initializer=kernel_init,
             bias_initializer=bias_init,

@@ -17,11 +17,18 @@ backward pass, and on TensorFlow the momentum update is one fused kernel
 (`ResourceApplyKerasMomentum`) instead of five elementwise passes. For the
 paper's 61 M parameters the penalty plus Keras' SGD took 187 ms a step on a
 2-core CPU and this update 52 ms (`python -m pipeline.benchmark` measures
-the whole step).
+the whole step). On the other backends (JAX, PyTorch) the update is Keras'
+SGD on the decayed gradient, written with `keras.ops`; XLA fuses it there.
+This module imports TensorFlow only when it is the Keras backend.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf  # loaded by Keras already
+else:
+    tf = None
 
 __all__ = ["PaperSGD"]
 
@@ -60,10 +67,10 @@ class PaperSGD(keras.optimizers.SGD):
         self._decayed = {self._var_key(v) for v in variables if v.name == "kernel"}
 
     def update_step(self, gradient, variable, learning_rate):
-        gradient = tf.cast(gradient, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
         if self.coupled_weight_decay and self._var_key(variable) in self._decayed:
-            gradient = gradient + tf.cast(self.coupled_weight_decay, variable.dtype) * variable
-        if self.momentum == 0 or self.nesterov:
+            gradient = ops.add(gradient, ops.multiply(ops.cast(self.coupled_weight_decay, variable.dtype), variable))
+        if self.momentum == 0 or self.nesterov or tf is None:
             return super().update_step(gradient, variable, learning_rate)
         accumulator = self.momentums[self._get_variable_index(variable)]
         # accumulator <- momentum * accumulator - lr * gradient; variable += accumulator
