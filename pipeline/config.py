@@ -13,10 +13,17 @@ import re
 from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from model_defs.geometry import IMAGENET_MEAN, MIN_INPUT_SIZE
-from pipeline.cli import ConfigError
+from pipeline.console.cli import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "quickstart.yaml"
@@ -56,6 +63,37 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 class _Section(BaseModel):
     # strict: "64" is not an int and 1 is not a bool; extra keys are errors.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def derive(self, updates):
+        """A validated copy with some values changed: the one way to make a config from another.
+
+        Args:
+            updates: {dotted key relative to this section: value}, e.g.
+                {"train.epochs": 3, "data.cache": False} on a `Config`, or
+                {"cache": False} on a `DataConfig`.
+
+        Returns:
+            A new instance of the same class, checked like a loaded config.
+
+        Raises:
+            ConfigError: an unknown key, a wrong type or an impossible value,
+                named by its dotted key.
+        """
+        tree = self.model_dump(mode="json")
+        for key, value in updates.items():
+            node = tree
+            *parents, leaf = key.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"{key}: unknown key")
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"{key}: unknown key")
+            node[leaf] = value
+        try:
+            return type(self).model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc)) from None
 
 
 class AugmentConfig(_Section):
@@ -101,6 +139,21 @@ class DataConfig(_Section):
             return value
         raise ValueError("must be 'digits', 'synthetic', 'tfds:<name>', 'folder:<path>' or 'records:<path>'")
 
+    @property
+    def source_kind(self):
+        """"digits", "synthetic", "folder", "tfds" or "records": the part of `source` before the colon."""
+        return self.source.partition(":")[0]
+
+    @property
+    def source_location(self):
+        """The folder, dataset name or records folder after the colon; None for digits and synthetic."""
+        return self.source.partition(":")[2] or None
+
+    @property
+    def in_memory(self):
+        """Whether the source's examples are arrays made in this process (digits, synthetic), not files."""
+        return self.source_kind in ("digits", "synthetic")
+
     @model_validator(mode="after")
     def _crop_fits(self):
         if self.resize < self.image_size:
@@ -109,7 +162,8 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Arguments of `model_defs.alexnet.build_alexnet` (see its docstring)."""
+    """Arguments of `model_defs.alexnet.build_alexnet` (see its docstring): each field is one of its
+    keyword arguments, under the same name, so `build_alexnet(**model.model_dump())` builds it."""
 
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     lrn: bool = True

@@ -26,8 +26,8 @@ import sys
 import tempfile
 import time
 
-from pipeline import cli
 from pipeline.config import ConfigError
+from pipeline.console import cli
 
 # Training images/s of the paper's network on one fast GPU (an H200, bfloat16: about 21,700): the rate an
 # input pipeline must keep up with.
@@ -64,7 +64,7 @@ def reference_pipeline(paths, batch_size, seed=0):
     """The plain pipeline to beat: full decode, full resize, then crop."""
     import tensorflow as tf
 
-    from pipeline.augment import center_crop, resize_shorter_side
+    from pipeline.data.augment import center_crop, resize_shorter_side
 
     def load(path):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
@@ -114,8 +114,9 @@ def main(argv=None):
     import tensorflow as tf
 
     from pipeline.config import load_config
-    from pipeline.data import build_datasets
-    from pipeline.prepare import prepare
+    from pipeline.data import records
+    from pipeline.data.pipelines import build_datasets
+    from pipeline.data.sources import load_source
 
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +144,7 @@ def main(argv=None):
         forms = {"prepared": {}, "square": {"square": True}, "raw": {"image_format": "raw"}}
         prepared = {}
         for name, options in forms.items():
-            prepare(config, tmp / name, **options)
+            records.prepare(load_source(config.data), config, tmp / name, **options)
             prepared[name] = load_config([], [f"data.source=records:{tmp / name}", *common])
 
         pipelines = {

@@ -5,9 +5,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Before any test module loads TensorFlow: the kernels users get (oneDNN, see model_defs).
-import model_defs  # noqa: E402,F401
-
 import pytest  # noqa: E402
+
+import model_defs  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)

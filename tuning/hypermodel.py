@@ -9,13 +9,15 @@ and its value replaces one key of the experiment config:
     tune.weight_decay   -> train.optimizer.weight_decay
 
 The model is then built and compiled by the trainer's own `build_model` and
-`compile_model`: a trial trains exactly the network and optimizer that
-`python -m pipeline.train` would train with those values.
+`compile_model`, and trained by the trainer's own core
+(`pipeline.training.core`): a trial trains exactly the network and optimizer
+that `python -m pipeline.train` would train with those values, with the same
+epoch plan, callbacks and loop.
 """
 
 import keras_tuner
 
-from pipeline.config import ConfigError, build_config
+from pipeline.config import ConfigError
 
 # Tuned name -> the dotted config key its value replaces.
 TUNED_KEYS = {
@@ -85,20 +87,12 @@ def apply_values(config, values):
         values: a dict tuned name -> value (other names are ignored).
 
     Returns:
-        A new, validated `Config`.
+        A new, validated `Config` (`Config.derive`).
 
     Raises:
         ConfigError: a value is not valid for the key it replaces.
     """
-    tree = config.to_dict()  # a fresh plain dict, safe to change
-    for name, key in TUNED_KEYS.items():
-        if name in values:
-            *parents, leaf = key.split(".")
-            node = tree
-            for part in parents:
-                node = node[part]
-            node[leaf] = float(values[name])
-    return build_config(tree)
+    return config.derive({key: float(values[name]) for name, key in TUNED_KEYS.items() if name in values})
 
 
 def check_search_space(config):
@@ -126,20 +120,28 @@ def check_search_space(config):
 
 
 class AlexNetHyperModel(keras_tuner.HyperModel):
-    """Builds and trains the experiment's AlexNet with one trial's values.
+    """Builds and trains the experiment's AlexNet with one trial's values, through the trainer's core.
 
     Args:
         config: the validated experiment `Config`; its `tune` section is the
             search space.
-        num_classes: classes of the data the trials train on.
-        steps_per_epoch: training steps in one epoch (for per-step schedules).
+        data: the `pipeline.data.pipelines.Datasets` every trial reads (built
+            once for the search).
+        cluster: the `pipeline.training.strategy.Cluster` each trial trains under.
     """
 
-    def __init__(self, config, num_classes, steps_per_epoch=1):
+    def __init__(self, config, data, cluster):
         super().__init__(name="alexnet")
+        from pipeline.training.core import plan_epochs
+
         self.config = config
-        self.num_classes = num_classes
-        self.steps_per_epoch = steps_per_epoch
+        self.data = data
+        self.cluster = cluster
+        self.plan = plan_epochs(config.train, data, cluster)
+
+    @property
+    def num_classes(self):
+        return self.data.num_classes
 
     def trial_config(self, hp):
         """The experiment config with the values `hp` holds."""
@@ -147,41 +149,33 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         """Returns the model for the values `hp` holds, compiled as the trainer compiles it."""
-        from pipeline.train import build_model, compile_model
+        from pipeline.training.model import build_model, compile_model
 
         trial_config = self.trial_config(hp)
         return compile_model(build_model(trial_config, self.num_classes), trial_config, self.num_classes)
 
-    def fit(self, hp, model, *args, callbacks=(), **kwargs):
-        """Trains one trial with the trainer's divergence check and learning-rate schedule.
+    def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
+        """Trains one trial with the trainer's core: its epoch plan, callbacks in order, and loop.
 
-        Progress output follows `train.verbose` (the tuner's own `verbose`
-        only switches its per-trial summaries).
-
-        The schedule depends on the trial's learning rate, so it is made here
-        rather than passed to `search` with the callbacks every trial shares.
-        It spans `tune.epochs`, the longest a trial trains (Hyperband resumes
-        a trial at its `initial_epoch`, where the schedule continues).
+        KerasTuner's callbacks (the trial's TensorBoard with the HParams
+        dashboard, the best-epoch checkpoint) take the place of the run's
+        logging. The schedule spans `tune.epochs`, the longest a trial trains
+        (Hyperband resumes a trial at its `initial_epoch`, where the schedule
+        continues). Progress output follows `train.verbose`.
 
         Returns:
-            The `History` of `model.fit`.
+            The `History` of the trial's training.
         """
-        from pipeline.callbacks import StopOnNaN
-        from pipeline.distribute import scaled_learning_rate
-        from pipeline.schedules import PlateauSchedule, schedule_callbacks
+        from pipeline.training import core
+        from pipeline.training.strategy import scaled_learning_rate
 
         trial_config = self.trial_config(hp)
-        schedule = schedule_callbacks(
-            trial_config.train.schedule,
-            scaled_learning_rate(trial_config.train),
-            self.config.tune.epochs,
-            self.steps_per_epoch,
-            verbose=1 if self.config.train.verbose else 0,
-        )
-        plateau = [c for c in schedule if isinstance(c, PlateauSchedule)]
-        per_step = [c for c in schedule if not isinstance(c, PlateauSchedule)]
-        # The trainer's order: divergence check and rate first, the logging in
-        # between, the plateau rule after the epoch is logged.
-        callbacks = [StopOnNaN(), *per_step, *callbacks, *plateau]
-        kwargs["verbose"] = self.config.train.verbose
-        return model.fit(*args, callbacks=callbacks, **kwargs)
+        verbose = self.config.train.verbose
+        trial_callbacks = core.build_callbacks(
+            trial_config, self.plan, scaled_learning_rate(trial_config.train), logging=list(callbacks),
+            epochs=self.config.tune.epochs, verbose=verbose,
+        )  # fmt: skip
+        return core.fit(
+            model, self.plan, self.cluster, trial_callbacks, epochs or self.config.tune.epochs,
+            initial_epoch=initial_epoch, verbose=verbose,
+        )  # fmt: skip

@@ -51,7 +51,6 @@ every trial has ended, then prints the table and writes best.yaml.
 
 import contextlib
 import dataclasses
-import math
 import os
 import pathlib
 import shlex
@@ -60,10 +59,15 @@ import time
 
 import yaml
 
-from pipeline import cli
 from pipeline.config import ConfigError, build_config, load_config, load_yaml
-from pipeline.rundir import changed_keys
-from tuning.hypermodel import TUNED_KEYS, check_search_space, override_tree, search_ranges
+from pipeline.console import cli
+from pipeline.storage.rundir import changed_keys
+from tuning.hypermodel import (
+    TUNED_KEYS,
+    check_search_space,
+    override_tree,
+    search_ranges,
+)
 
 DEFAULT_RUNS = pathlib.Path("runs")
 CONFIG_FILE = "config.yaml"
@@ -111,7 +115,9 @@ def logged_metrics(num_classes):
     Returns:
         The metric names, training ones first, then their `val_` versions.
     """
-    names = ["loss", "top1_error"] + (["top5_error"] if num_classes > 5 else [])
+    from pipeline.evaluation.references import has_top5
+
+    names = ["loss", "top1_error"] + (["top5_error"] if has_top5(num_classes) else [])
     return names + [f"val_{name}" for name in names]
 
 
@@ -140,9 +146,9 @@ def check_objective(objective, num_classes=None):
 
 def _known_num_classes(data_config):
     """The class count when the config alone tells it, else None."""
-    if data_config.source == "digits":
+    if data_config.source_kind == "digits":
         return 10
-    if data_config.source == "synthetic":
+    if data_config.source_kind == "synthetic":
         return data_config.num_classes
     return None
 
@@ -154,15 +160,14 @@ def trial_strategy(train_config):
         train_config: `pipeline.config.TrainConfig`.
 
     Returns:
-        (strategy, description): a `tf.distribute.Strategy`, or None for the
-        default device, and a log line.
+        (cluster, description): the `pipeline.training.strategy.Cluster` and a log line.
 
     Raises:
         ConfigError: the strategy is multi-worker (KerasTuner runs each trial
             on one host; distributed tuning spreads trials over hosts), or
-            `pipeline.distribute.make_cluster` refuses the config.
+            `pipeline.training.strategy.make_cluster` refuses the config.
     """
-    from pipeline.distribute import make_cluster, scaled_learning_rate
+    from pipeline.training.strategy import make_cluster, scaled_learning_rate
 
     refusal = (
         "train.strategy: multi-worker training cannot run inside a KerasTuner trial; use mirrored or auto "
@@ -174,7 +179,7 @@ def trial_strategy(train_config):
     if cluster.multi_worker:
         raise ConfigError(refusal)
     description = cluster.describe(train_config.batch_size, scaled_learning_rate(train_config), train_config)
-    return (None if cluster.kind == "default" else cluster.strategy), description
+    return cluster, description
 
 
 def build_tuner(config, hypermodel, search_dir, overwrite=False, strategy=None):
@@ -285,19 +290,19 @@ def check_search_dir(search_dir, config, overwrite):
     """Refuses a search directory that is a file, not ours, or (without --overwrite) another search.
 
     Raises:
-        RunDirError / ConfigError (exit status 2), naming the path.
+        DirectoryError / ConfigError (exit status 2), naming the path.
     """
-    from pipeline.rundir import RunDirError, check_ours
+    from pipeline.storage.files import DirectoryError, check_ours
 
     if search_dir.exists() and not search_dir.is_dir():
-        raise RunDirError(f"{search_dir} is a file, not a search directory: choose another --dir")
+        raise DirectoryError(f"{search_dir} is a file, not a search directory: choose another --dir")
     if not search_dir.exists() or not any(search_dir.iterdir()):
         return
     if overwrite:
         check_ours(search_dir, SEARCH_ENTRIES, "search")  # KerasTuner then deletes it whole
         return
     if not (search_dir / CONFIG_FILE).is_file():
-        raise RunDirError(
+        raise DirectoryError(
             f"{search_dir} is not empty and holds no {CONFIG_FILE}: it is not a search directory of this project; "
             "choose another --dir"
         )
@@ -378,7 +383,7 @@ def write_best(path, best, config, command_args, objective):
             that says how to train the winner.
         objective: the objective's name.
     """
-    from pipeline.rundir import atomic_write_text
+    from pipeline.storage.files import atomic_write_text
 
     header = (
         f"# Best trial ({best.trial_id}) of the search {config.name}: {objective} {best.score:.4f}.\n"
@@ -416,36 +421,56 @@ def search(config, search_dir, overwrite=False, command_args=()):
             used, the data cannot be read, or the directory holds a search with
             another config. Raised before any trial runs.
     """
-    from tuning.hypermodel import AlexNetHyperModel, apply_values
-
     search_dir = pathlib.Path(search_dir)
     role = _role()
     check_search_space(config)
     check_objective(config.tune.objective, _known_num_classes(config.data))
     if role != "worker":
         check_search_dir(search_dir, config, overwrite)
-
+    tuner, data, strategy_line = _open_search(config, search_dir, overwrite, role)
+    tuned = list(search_ranges(config.tune))
+    print(
+        f"{config.name}: {config.tune.tuner} search over {', '.join(tuned)}; "
+        f"{data.train_size} training / {data.validation_size} validation images, {data.num_classes} classes; "
+        f"objective {config.tune.objective} (min); {search_dir} [{role}]\n{strategy_line}"
+    )
+    start = time.perf_counter()
     import keras
 
-    from pipeline.callbacks import EpochStats
-    from pipeline.data import build_datasets
-    from pipeline.rundir import atomic_write_text
+    tuner.search(
+        epochs=config.tune.epochs,
+        # The tuner gives each trial its own copy in logs/<trial id>/ and adds the HParams
+        # callback; it recognises the class by its name, so no subclass of it here.
+        callbacks=[keras.callbacks.TensorBoard(str(search_dir / LOG_DIR), write_graph=False, profile_batch=0)],
+        verbose=1,  # KerasTuner's per-trial summaries; the hypermodel sets Keras' own from train.verbose
+    )
+    wall = time.perf_counter() - start
+    if role == "worker":
+        print(f"Worker {os.environ['KERASTUNER_TUNER_ID']} finished after {wall:.0f} s; the chief reports the results.")
+        return None
+    return _report(tuner, config, search_dir, tuned, command_args, wall)
 
-    strategy, strategy_line = trial_strategy(config.train)
+
+def _open_search(config, search_dir, overwrite, role):
+    """The data every trial reads, the trial strategy and the tuner (its state reloaded when resuming)."""
+    import keras
+
+    from pipeline.data.pipelines import build_datasets
+    from pipeline.storage.files import atomic_write_text
+    from tuning.hypermodel import AlexNetHyperModel
+
+    cluster, strategy_line = trial_strategy(config.train)
     keras.utils.set_random_seed(config.seed)
-    t = config.train
     # Built once: every trial reads the same pipelines (and the same in-memory cache).
-    data = build_datasets(config.data, t.batch_size, seed=config.seed)
+    data = build_datasets(config.data, config.train.batch_size, seed=config.seed)
     check_objective(config.tune.objective, data.num_classes)
-
     search_dir.parent.mkdir(parents=True, exist_ok=True)
-    steps_per_epoch = t.steps_per_epoch or math.ceil(data.train_size / t.batch_size)
     tuner = build_tuner(
         config,
-        AlexNetHyperModel(config, data.num_classes, steps_per_epoch),
+        AlexNetHyperModel(config, data, cluster),
         search_dir,
         overwrite=overwrite and role != "worker",  # only the chief may delete the shared directory
-        strategy=strategy,
+        strategy=None if cluster.kind == "default" else cluster.strategy,
     )
     if role != "worker":
         atomic_write_text(search_dir / CONFIG_FILE, config.to_yaml())
@@ -457,35 +482,12 @@ def search(config, search_dir, overwrite=False, command_args=()):
         done = sum(trial.status == "COMPLETED" for trial in tuner.oracle.trials.values())
         if done:
             print(f"Resuming the search in {search_dir}: {done} trial(s) completed")
+    return tuner, data, strategy_line
 
-    train_ds = data.train.repeat() if t.steps_per_epoch else data.train
-    images_per_epoch = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else data.train_size
-    tuned = list(search_ranges(config.tune))
-    print(
-        f"{config.name}: {config.tune.tuner} search over {', '.join(tuned)}; "
-        f"{data.train_size} training / {data.validation_size} validation images, {data.num_classes} classes; "
-        f"objective {config.tune.objective} (min); {search_dir} [{role}]\n{strategy_line}"
-    )
-    start = time.perf_counter()
-    tuner.search(
-        train_ds,
-        validation_data=data.validation,
-        epochs=config.tune.epochs,
-        steps_per_epoch=t.steps_per_epoch,
-        validation_steps=t.validation_steps,
-        callbacks=[
-            EpochStats(images_per_epoch),  # before TensorBoard: it adds learning rate and images/s to the logs
-            # The tuner gives each trial its own copy in logs/<trial id>/ and adds the HParams
-            # callback; it recognises the class by its name, so no subclass of it here.
-            keras.callbacks.TensorBoard(str(search_dir / LOG_DIR), write_graph=False, profile_batch=0),
-        ],
-        verbose=1,  # KerasTuner's per-trial summaries; the hypermodel sets Keras' own from train.verbose
-        shuffle=False,  # the dataset shuffles itself
-    )
-    wall = time.perf_counter() - start
-    if role == "worker":
-        print(f"Worker {os.environ['KERASTUNER_TUNER_ID']} finished after {wall:.0f} s; the chief reports the results.")
-        return None
+
+def _report(tuner, config, search_dir, tuned, command_args, wall):
+    """Prints the trials, best first, and writes best.yaml; returns the `SearchResult`."""
+    from tuning.hypermodel import apply_values
 
     rows = trial_rows(tuner.oracle)
     print()
@@ -512,7 +514,7 @@ def _command_args(args):
 
 @cli.command
 def main(argv=None):
-    """Runs the search; returns the exit status (`pipeline.cli`): 1 when no trial completed."""
+    """Runs the search; returns the exit status (`pipeline.console.cli`): 1 when no trial completed."""
     args = parse_args(argv)
     config = load_config(args.config, args.set)
     search_dir = args.dir or DEFAULT_RUNS / f"{config.name}_search"
@@ -521,7 +523,7 @@ def main(argv=None):
     if result is not None and result.best is None:
         raise cli.RunFailed("no trial of the search completed (see the table above): widen or move the ranges")
     if args.train_best and result is not None:
-        from pipeline.train import train
+        from pipeline.training.run import train
 
         train(result.best_config, DEFAULT_RUNS / f"{config.name}_best", overwrite=args.overwrite)
 

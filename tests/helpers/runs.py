@@ -7,10 +7,11 @@ import pathlib
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipeline import export, train
 from pipeline.config import load_config
-from pipeline.data import load_source
-from pipeline.rundir import RunDir
+from pipeline.data.sources import load_source
+from pipeline.serving import saved_model
+from pipeline.storage.rundir import RunDir
+from pipeline.training.model import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -96,10 +97,24 @@ def make_run(run_dir, *overrides):
     source = load_source(config.data, config.seed)
     with RunDir(run_dir, config) as run:
         run.write_labels(source.class_names)
-        model = train.build_model(config, source.num_classes)
+        model = build_model(config, source.num_classes)
         fc8 = model.get_layer("fc8")
         kernel, bias = fc8.get_weights()
         fc8.set_weights([kernel * SHARPEN, bias])
-        export.export_run(model, run.path, config, source.class_names)
+        saved_model.export_run(model, run.path, config, source.class_names)
         run.write_metrics({"epochs": config.train.epochs})
     return config, model
+
+
+def run_callbacks(config, log_dir, images_per_epoch, steps_per_epoch, learning_rate, backup, verbose=1,
+                  first_batch=None, class_names=None):
+    """The callbacks a training run gets (the core's, with the run's logging), from the plan's two figures.
+
+    `first_batch` None stands for a worker other than the chief (no pictures).
+    """
+    from pipeline.training import core
+    from pipeline.training.run import logging_callbacks
+
+    plan = core.EpochPlan(None, None, steps_per_epoch, images_per_epoch, False)
+    logging = logging_callbacks(config, log_dir, backup, first_batch, class_names)
+    return core.build_callbacks(config, plan, learning_rate, logging=logging, backup=backup, verbose=verbose)

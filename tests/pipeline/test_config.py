@@ -1,7 +1,13 @@
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config, parse_override
+from pipeline.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+    parse_override,
+)
 
 
 def write(tmp_path, name, data):

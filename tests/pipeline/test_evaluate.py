@@ -8,9 +8,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline import evaluate
-from pipeline.augment import resize_shorter_side
-from pipeline.data import eval_pipeline, load_source
-from pipeline.rundir import RunDir
+from pipeline.data.augment import resize_shorter_side
+from pipeline.data.pipelines import eval_pipeline
+from pipeline.data.sources import load_source
+from pipeline.evaluation import evaluator, scoring
+from pipeline.storage.rundir import RunDir
 from tests.helpers.runs import make_run
 
 SIZE, RESIZE = 64, 72  # data.image_size, data.resize of TINY
@@ -61,7 +63,7 @@ def test_ten_crops_are_the_mean_of_ten_softmaxes(run):
     source = load_source(config.data, config.seed)
     for crops in (1, 10):
         dataset = eval_pipeline(source.validation, config.data, 3, crops=crops, cache=False)
-        batches = list(evaluate.batch_probabilities(model, dataset, crops))
+        batches = list(scoring.batch_probabilities(model, dataset, crops))
         assert [len(labels) for _, labels in batches] == [3, 3, 2]
         got = np.concatenate([p for p, _ in batches])
         np.testing.assert_array_equal(np.concatenate([labels for _, labels in batches]), direct[crops][1])
@@ -73,9 +75,9 @@ def test_ten_crops_are_the_mean_of_ten_softmaxes(run):
 def test_top_k_hits_counts_ties_as_hits():
     scores = np.array([[0.5, 0.2, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
     labels = np.array([0, 1, 3])
-    assert evaluate.top_k_hits(scores, labels, 1) == 2  # row 0, and row 2 (all tied)
-    assert evaluate.top_k_hits(scores, labels, 2) == 2  # row 1's label ranks third
-    assert evaluate.top_k_hits(scores, labels, 3) == 3
+    assert scoring.top_k_hits(scores, labels, 1) == 2  # row 0, and row 2 (all tied)
+    assert scoring.top_k_hits(scores, labels, 2) == 2  # row 1's label ranks third
+    assert scoring.top_k_hits(scores, labels, 3) == 3
 
 
 @pytest.mark.parametrize("crops, batch_args, batch_size", [(1, ["--batch-size", "3"], 3), (10, [], 1)])
@@ -123,7 +125,7 @@ def test_evaluate_command_writes_figures_beside_the_papers(run, capsys, crops, b
 
 def test_train_split_and_data_overrides(run):
     run_dir = run[0]
-    figures = evaluate.evaluate_run(run_dir, split="train", overrides=["data.num_examples=24"], verbose=0)
+    figures = evaluator.evaluate_run(run_dir, split="train", overrides=["data.num_examples=24"], verbose=0)
     assert (figures["split"], figures["images"], figures["batch_size"]) == ("train", 24, 8)
     assert json.loads((run_dir / "eval_train_1.json").read_text())["images"] == 24
 
@@ -162,7 +164,7 @@ def test_a_folder_of_photos_with_a_bad_file(run, tmp_path, capfd):
     layout.update({f"train/c{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
     layout["validation/c3/empty.jpg"] = b""
     write_tree(tmp_path / "photos", layout)
-    figures = evaluate.evaluate_run(
+    figures = evaluator.evaluate_run(
         run[0], crops=10, overrides=[f"data.source=folder:{tmp_path / 'photos'}"], verbose=0
     )
     assert (figures["images"], figures["skipped_images"]) == (20, 1)

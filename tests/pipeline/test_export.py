@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import export, train
-from pipeline.augment import EvalTransform
+from pipeline import export
 from pipeline.config import load_config
-from pipeline.data import eval_pipeline
-from pipeline.rundir import LABELS_FILE, RunDir
+from pipeline.data.augment import EvalTransform
+from pipeline.data.pipelines import eval_pipeline
+from pipeline.serving import saved_model
+from pipeline.storage.rundir import LABELS_FILE, RunDir
+from pipeline.training import run as training_run
 from tests.helpers.images import RED_GIF, bmp_bytes, random_image
 from tests.helpers.runs import EXPORT_TINY, make_run
 
@@ -191,14 +193,14 @@ def test_reexport_refuses_missing_and_unfinished_runs(tmp_path, capsys):
 def test_class_count_must_match_the_model(run, tmp_path):
     _, _, model = run
     with pytest.raises(ValueError, match="10 outputs but 3 class names"):
-        export.export_saved_model(model, tmp_path / "sm", ["a", "b", "c"], 64, 72)
+        saved_model.export_saved_model(model, tmp_path / "sm", ["a", "b", "c"], 64, 72)
     assert not (tmp_path / "sm").exists()
 
 
 @pytest.mark.slow
 def test_training_run_exports_both_signatures(tmp_path):
     run_dir = tmp_path / "trained"
-    train.train(load_config([], EXPORT_TINY), run_dir)
+    training_run.train(load_config([], EXPORT_TINY), run_dir)
     model = keras.models.load_model(run_dir / "model.keras")
     served = tf.saved_model.load(str(run_dir / "saved_model"))
     assert set(served.signatures) == {"serving_default", "serve_preprocessed", "class_names"}

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from pipeline import prepare
 from pipeline.config import load_config
-from pipeline.data import build_datasets, load_source
+from pipeline.data.pipelines import build_datasets
+from pipeline.data.sources import load_source
 from tests.helpers.images import jpeg_bytes, write_tree
 
 
@@ -96,7 +97,7 @@ def test_output_of_user_files_or_a_file_is_refused(tmp_path, capsys):
 
 
 def test_a_second_prepare_into_the_same_folder_is_refused(tmp_path, capsys):
-    from pipeline.rundir import locked
+    from pipeline.storage.files import locked
 
     folder = _folder(tmp_path)
     out = tmp_path / "prepared"
@@ -111,14 +112,15 @@ def test_a_second_prepare_into_the_same_folder_is_refused(tmp_path, capsys):
 KILL_MID_PREPARE = """
 import pathlib, sys, time
 from pipeline import prepare
+from pipeline.data import records
 marker = pathlib.Path(sys.argv[1])
-write_split = prepare.write_split
+write_split = records.write_split
 def slow(*args, **kwargs):
     written = write_split(*args, **kwargs)
     marker.write_text("one split written")
     time.sleep(120)
     return written
-prepare.write_split = slow
+records.write_split = slow
 sys.exit(prepare.main(sys.argv[2:]))
 """
 
@@ -160,7 +162,7 @@ def test_a_killed_reprepare_leaves_the_previous_dataset_usable(tmp_path):
 
 
 def test_square_jpeg_and_raw_records_hold_the_central_square(tmp_path):
-    from pipeline.augment import center_crop, resize_shorter_side
+    from pipeline.data.augment import center_crop, resize_shorter_side
 
     wide = np.tile(np.arange(700, dtype=np.uint8)[None, :, None] % 251, (280, 1, 3))
     folder = tmp_path / "images"

@@ -11,7 +11,10 @@ import yaml
 
 from pipeline import train
 from pipeline.config import load_config
-from pipeline.rundir import RunDir, RunDirError
+from pipeline.storage.files import DirectoryError
+from pipeline.storage.rundir import RunDir
+from pipeline.training import run as training_run
+from pipeline.training.model import build_model, compile_model, precision_note
 from tests.helpers.runs import TINY, args, scalars
 
 
@@ -92,7 +95,7 @@ def test_unfinished_run_with_another_config_is_refused(tmp_path):
     with RunDir(run_dir, config):
         pass  # writes config.yaml, no metrics: an unfinished run
     other = load_config([], TINY + ["train.epochs=3"])
-    with pytest.raises(RunDirError, match="train.epochs"):
+    with pytest.raises(DirectoryError, match="train.epochs"):
         with RunDir(run_dir, other):
             pass
     with RunDir(run_dir, config) as run:
@@ -107,7 +110,7 @@ def test_second_process_on_the_same_run_is_refused(tmp_path):
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(holder.lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(RunDirError, match="in use"):
+        with pytest.raises(DirectoryError, match="in use"):
             with RunDir(run_dir, config):
                 pass
     assert not run_dir.exists()
@@ -116,7 +119,7 @@ def test_second_process_on_the_same_run_is_refused(tmp_path):
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_precision_policy_is_applied_to_the_model_only(precision):
     config = load_config([], TINY + [f"train.precision={precision}"])
-    model = train.compile_model(train.build_model(config, 8), config, 8)
+    model = compile_model(build_model(config, 8), config, 8)
     assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
     compute = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}[precision]
     assert model.get_layer("conv1").compute_dtype == compute
@@ -133,7 +136,7 @@ def test_each_precision_trains_and_exports_float32_probabilities(tmp_path, preci
         f"train.precision={precision}", "train.epochs=1", "train.steps_per_epoch=2", "train.validation_steps=1",
         "export.keras=false",
     ])
-    figures = train.train(config, tmp_path / precision)
+    figures = training_run.train(config, tmp_path / precision)
     assert np.isfinite(figures["loss"]) and np.isfinite(figures["val_loss"])
     served = tf.saved_model.load(str(tmp_path / precision / "saved_model"))
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
@@ -156,9 +159,9 @@ def test_divergence_stops_with_a_clear_message_and_no_bad_backup(tmp_path, capsy
 
 def test_half_precision_on_a_cpu_without_support_is_flagged(monkeypatch):
     monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : fpu sse2 avx2 fma f16c")
-    assert "slower than float32" in train.precision_note("mixed_bfloat16", has_gpu=False)
-    assert "avx512_fp16" in train.precision_note("mixed_float16", has_gpu=False)
-    assert train.precision_note("mixed_bfloat16", has_gpu=True) is None
-    assert train.precision_note("float32", has_gpu=False) is None
+    assert "slower than float32" in precision_note("mixed_bfloat16", has_gpu=False)
+    assert "avx512_fp16" in precision_note("mixed_float16", has_gpu=False)
+    assert precision_note("mixed_bfloat16", has_gpu=True) is None
+    assert precision_note("float32", has_gpu=False) is None
     monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : avx512f avx512_bf16 amx_bf16")
-    assert train.precision_note("mixed_bfloat16", has_gpu=False) is None
+    assert precision_note("mixed_bfloat16", has_gpu=False) is None

@@ -30,6 +30,14 @@ def tiny_config(*extra):
     return load_config(overrides=TINY + list(extra))
 
 
+def hypermodel_of(config):
+    """The hypermodel a search makes: the data every trial reads, the trial strategy."""
+    from pipeline.data.pipelines import build_datasets
+    from pipeline.training.strategy import make_cluster
+
+    return AlexNetHyperModel(config, build_datasets(config.data, config.train.batch_size), make_cluster(config.train))
+
+
 def fixed_hp(**values):
     """HyperParameters that hold the given values, as a trial's do."""
     hp = keras_tuner.HyperParameters()
@@ -118,8 +126,8 @@ def test_range_ends_must_be_valid_config_values():
 
 
 def test_build_uses_the_trainers_model_and_compile_with_the_trial_values():
-    config = tiny_config("tune.momentum={min: 0.5, max: 0.95}")
-    hypermodel = AlexNetHyperModel(config, num_classes=10)
+    config = tiny_config("tune.momentum={min: 0.5, max: 0.95}", "data.num_classes=10")
+    hypermodel = hypermodel_of(config)
     model = hypermodel.build(fixed_hp(dropout=0.41, learning_rate=0.0123, momentum=0.77))
     assert model.get_layer("drop6").rate == pytest.approx(0.41)
     assert model.get_layer("drop7").rate == pytest.approx(0.41)
@@ -135,21 +143,19 @@ def test_build_uses_the_trainers_model_and_compile_with_the_trial_values():
 
 
 def test_fit_trains_with_the_trials_schedule_and_stops_on_nan():
-    from pipeline.callbacks import TrainingDiverged
+    from pipeline.training.callbacks import TrainingDiverged
 
     config = tiny_config("train.schedule.name=step", "train.schedule.milestones=[1]", "train.schedule.factor=0.5",
-                         "tune.epochs=2")
-    hypermodel = AlexNetHyperModel(config, num_classes=10, steps_per_epoch=1)
+                         "tune.epochs=2", "data.num_examples=16", "data.num_classes=10")
+    hypermodel = hypermodel_of(config)  # one step of 16 synthetic images an epoch
+    assert hypermodel.plan.steps_per_epoch == 1
     hp = fixed_hp(dropout=0.4, learning_rate=0.02)
     model = hypermodel.build(hp)
-    x = np.random.default_rng(0).uniform(0, 255, (16, 64, 64, 3)).astype("float32")
-    y = np.arange(16) % 10
-    history = hypermodel.fit(hp, model, x, y, batch_size=16, epochs=2, verbose=0, callbacks=[])
+    history = hypermodel.fit(hp, model, epochs=2, verbose=0, callbacks=[])
     # Step schedule at epoch 1: the trial's own rate, then half of it.
     assert len(history.history["loss"]) == 2
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.01)
     # A rate no network survives: the trial stops at the first non-finite loss.
     hp = fixed_hp(dropout=0.4, learning_rate=1e30)
     with pytest.raises(TrainingDiverged, match="learning rate 1e\\+30"):
-        hypermodel.fit(hp, hypermodel.build(hp), np.tile(x, (4, 1, 1, 1)), np.tile(y, 4), batch_size=16, epochs=1,
-                       verbose=0, callbacks=[])
+        hypermodel.fit(hp, hypermodel.build(hp), epochs=1, verbose=0, callbacks=[])

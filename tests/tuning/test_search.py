@@ -21,10 +21,9 @@ import yaml
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from pipeline.config import ConfigError, config_fingerprint, load_config
+from tests.helpers.runs import project_env
 from tuning import search
 from tuning.hypermodel import override_tree
-
-from tests.helpers.runs import project_env
 
 # A tiny experiment: 32 synthetic 64x64 images, 10 classes, a narrow fc6/fc7.
 TINY = {

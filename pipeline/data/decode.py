@@ -1,0 +1,261 @@
+"""Encoded image bytes -> model input, decoding only what the crop needs.
+
+Photographs arrive as JPEG (rarely PNG, GIF or BMP, whatever the file name
+says). The paper's training view is a random 224 window of the central 256
+square of the photo rescaled to shorter side 256 (section 4.1). Instead of
+decoding the whole photo, rescaling it and then cropping, the window is mapped
+back into source pixels and only that part is decoded (`decode_and_crop_jpeg`)
+and resized. The result is the same view up to resampling, at a fraction of
+the cost.
+
+`is_decodable` is a cheap guard that never raises: empty files, non-images and
+JPEGs cut short (no end-of-image marker) are recognised before decoding, so the
+pipeline can skip them by name instead of failing on them.
+"""
+
+import sys
+
+import tensorflow as tf
+
+# Leading bytes of the formats tf.io.decode_image reads.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# A JPEG ends with FF D9; some writers append a few padding bytes after it.
+_JPEG_TAIL = 64
+
+
+def is_decodable(data):
+    """True for bytes that look like a complete JPEG, or a PNG, GIF or BMP.
+
+    Args:
+        data: scalar tf.string of file contents.
+
+    Returns:
+        scalar tf.bool. Never raises, whatever the bytes.
+    """
+    head = tf.strings.substr(data, 0, 4)
+    known = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC])
+    length = tf.strings.length(data)
+
+    def jpeg_complete():
+        start = tf.maximum(length - _JPEG_TAIL, 0)
+        tail = tf.io.decode_raw(tf.strings.substr(data, start, _JPEG_TAIL), tf.uint8)
+        return tf.reduce_any(tf.logical_and(tf.equal(tail[:-1], 0xFF), tf.equal(tail[1:], 0xD9)))
+
+    is_jpeg = tf.logical_and(length > 3, tf.strings.substr(head, 0, 3) == _MAGIC[0])
+    return tf.logical_and(
+        tf.logical_and(length > 8, known),
+        tf.cond(is_jpeg, jpeg_complete, lambda: tf.constant(True)),
+    )
+
+
+def _little_endian(data, offset, size, big=False):
+    """The unsigned integer in bytes [offset, offset + size) of `data` (zero past its end)."""
+    padded = tf.strings.join([data, tf.constant(b"\0" * (offset + size))])
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, offset, size), tf.uint8), tf.int64)
+    weights = tf.constant([256**i for i in (reversed(range(size)) if big else range(size))], tf.int64)
+    return tf.reduce_sum(raw * weights)
+
+
+def whole_decode_pixels(data):
+    """Pixels (height x width) of a PNG, GIF or BMP, read from its header; 0 for a JPEG or unknown bytes.
+
+    These formats are decoded whole wherever they appear, so their size is
+    checked against a cap (`data.max_pixels`) before decoding. A JPEG decodes
+    only its crop window, at a reduced scale when the window is large, so it
+    needs no cap. Never raises, whatever the bytes.
+
+    Args:
+        data: scalar tf.string of file contents.
+
+    Returns:
+        scalar tf.int64.
+    """
+    head = tf.strings.substr(tf.strings.join([data, tf.constant(b"\0" * 4)]), 0, 4)
+    png = head == _MAGIC[1]
+    gif = tf.strings.substr(head, 0, 4) == _MAGIC[2]
+    bmp = tf.strings.substr(head, 0, 2) == _MAGIC[3]
+    # PNG: IHDR width and height, big-endian, at bytes 16 and 20. GIF: the logical screen,
+    # little-endian 16-bit, at 6 and 8. BMP: 32-bit signed, little-endian, at 18 and 22
+    # (a negative height means top-down rows).
+    png_pixels = _little_endian(data, 16, 4, big=True) * _little_endian(data, 20, 4, big=True)
+    gif_pixels = _little_endian(data, 6, 2) * _little_endian(data, 8, 2)
+
+    def signed(value):
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    bmp_pixels = signed(_little_endian(data, 18, 4)) * signed(_little_endian(data, 22, 4))
+    zero = tf.constant(0, tf.int64)
+    return tf.where(png, png_pixels, tf.where(gif, gif_pixels, tf.where(bmp, bmp_pixels, zero)))
+
+
+def image_shape(data):
+    """[height, width] of encoded bytes; reads only the header of a JPEG."""
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.extract_jpeg_shape(data)[:2],
+        lambda: tf.shape(_decode_any(data))[:2],
+    )
+
+
+def _decode_any(data):
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def decode_window(data, window, target=None, fast_idct=False):
+    """Decodes [top, left, height, width] of an encoded image as uint8 RGB.
+
+    JPEGs decode only the window. Given `target` (the size the window will be
+    resized to), a JPEG window at least twice as large is decoded at 1/2, 1/4
+    or 1/8 scale inside the decoder (DCT scaling), never below `target`: a
+    fraction of the work for large photos. Other formats decode whole and are
+    sliced. Grey and CMYK JPEGs come out as RGB.
+
+    With `fast_idct` a JPEG is decoded with libjpeg's fast integer inverse DCT
+    (pixel values within a few levels of the accurate one, a quarter less
+    time a window): the training view, which the augmentation shifts by more
+    anyway. Evaluation and serving decode accurately.
+    """
+    window = tf.cast(window, tf.int32)
+    dct_method = "INTEGER_FAST" if fast_idct else ""
+
+    def jpeg():
+        if target is None:
+            return tf.image.decode_and_crop_jpeg(data, window, channels=3, dct_method=dct_method)
+        side = tf.minimum(window[2], window[3])
+        # Index into (1, 2, 4, 8): the largest ratio that keeps side / ratio >= target.
+        index = tf.add_n([tf.cast(side // r >= target, tf.int32) for r in (2, 4, 8)])
+        branches = [
+            (lambda r=r: tf.image.decode_and_crop_jpeg(data, window // r, channels=3, ratio=r, dct_method=dct_method))
+            for r in (1, 2, 4, 8)
+        ]
+        return tf.switch_case(index, branches)
+
+    def other():
+        return tf.slice(_decode_any(data), [window[0], window[1], 0], [window[2], window[3], 3])
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
+def resize_to(image, size):
+    """Resizes to size x size float32; antialiased only when shrinking more than 2x.
+
+    Near 1:1 (the usual case for a 224 crop of a 256 image) bilinear is already
+    alias-free and antialiasing costs 4-5x more. A window already size x size
+    (a 224 crop of an image stored at 256, as `pipeline.prepare` writes them)
+    is only converted: resizing it would copy it unchanged at a fifth of the
+    cost of decoding it.
+    """
+    shape = tf.shape(image)
+    shrink = tf.cast(tf.reduce_max(shape[:2]), tf.float32) / float(size)
+
+    def resized():
+        pixels = tf.cast(image, tf.float32)
+        return tf.cond(
+            shrink > 2.0,
+            lambda: tf.image.resize(pixels, [size, size], antialias=True),
+            lambda: tf.image.resize(pixels, [size, size]),
+        )
+
+    if image.shape[:2].is_fully_defined():  # known when the graph is built: no branch needed
+        return tf.cast(image, tf.float32) if tuple(image.shape[:2]) == (size, size) else resized()
+    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    return tf.cond(same, lambda: tf.cast(tf.reshape(image, [size, size, -1]), tf.float32), resized)
+
+
+def central_square(shape):
+    """The central min(h, w) square, [top, left, side, side], of an image of `shape`."""
+    side = tf.minimum(shape[0], shape[1])
+    return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+
+
+def paper_train_window(shape, image_size, resize, seed):
+    """The paper's random training crop, in source pixels.
+
+    The photo is (virtually) rescaled so its shorter side is `resize`, its
+    central resize x resize square kept, and a random image_size window taken
+    from it. Returns [top, left, height, width] of that window in the original
+    photo (at least 1 pixel).
+    """
+    square = central_square(shape)
+    side = tf.cast(square[2], tf.float32)
+    scale = side / float(resize)  # source pixels per resized pixel
+    offset = tf.random.stateless_uniform(
+        [2], seed=tf.random.experimental.stateless_fold_in(seed, 1), maxval=resize - image_size + 1, dtype=tf.int32
+    )
+    top = tf.cast(square[0], tf.float32) + tf.cast(offset[0], tf.float32) * scale
+    left = tf.cast(square[1], tf.float32) + tf.cast(offset[1], tf.float32) * scale
+    size = tf.maximum(1, tf.cast(tf.round(image_size * scale), tf.int32))
+    top = tf.minimum(tf.cast(tf.round(top), tf.int32), shape[0] - size)
+    left = tf.minimum(tf.cast(tf.round(left), tf.int32), shape[1] - size)
+    return tf.stack([top, left, size, size])
+
+
+def center_window(shape, image_size, resize):
+    """The evaluation view (shorter side to `resize`, central image_size crop), in source pixels."""
+    square = central_square(shape)
+    size = tf.maximum(1, tf.cast(tf.round(tf.cast(square[2], tf.float32) * image_size / resize), tf.int32))
+    return tf.stack([(shape[0] - size) // 2, (shape[1] - size) // 2, size, size])
+
+
+def inception_window(shape, seed, min_area=0.08):
+    """A random-resized ("Inception") crop: min_area-100 % of the area (default 8 %), aspect 3/4-4/3."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape, [3]], 0),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=tf.random.experimental.stateless_fold_in(seed, 4),
+        min_object_covered=min_area,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(min_area, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def decode_resized(data, window, image_size, fast_idct=False):
+    """Decodes `window` of the image and resizes it to image_size x image_size float32."""
+    return resize_to(decode_window(data, window, target=image_size, fast_idct=fast_idct), image_size)
+
+
+def skip_undecodable(dataset, counter=None, keep_name=False, max_pixels=None):
+    """(bytes, label, name) -> (bytes, label), dropping files that cannot be decoded.
+
+    With a `counter`, each dropped file is named in a warning on stderr and
+    counted in it. Without one the files are dropped silently: for a second
+    pass over data whose bad files another pipeline already reports. With
+    keep_name the triples are kept whole. With `max_pixels` (data.max_pixels),
+    a PNG, GIF or BMP larger than that (decoded whole, it could take the
+    process's memory) is dropped the same way; its size comes from its header.
+    """
+
+    def check(data, label, name):
+        decodable = is_decodable(data)
+        pixels = whole_decode_pixels(data) if max_pixels else tf.constant(0, tf.int64)
+        small = pixels <= (max_pixels or 0)
+        ok = tf.logical_and(decodable, small)
+        if counter is not None:
+
+            def too_large():
+                tf.print("warning: skipping image larger than data.max_pixels", name, "-", pixels,
+                         "pixels, more than", max_pixels or 0, output_stream=sys.stderr)
+                return ok
+
+            def undecodable():
+                tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
+                return ok
+
+            def skip():
+                counter.assign_add(1)
+                return tf.cond(decodable, too_large, undecodable)
+
+            ok = tf.cond(ok, lambda: ok, skip)
+        return data, label, name, ok
+
+    # The check (the file's header and, for a JPEG, its end) runs in a parallel
+    # map, in order: tf.data's filter is sequential, so only the test of its
+    # result runs there.
+    dataset = dataset.map(check, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.filter(lambda data, label, name, ok: ok)
+    if keep_name:
+        return dataset.map(lambda data, label, name, ok: (data, label, name))
+    return dataset.map(lambda data, label, name, ok: (data, label))

@@ -1,0 +1,251 @@
+"""Prepared records: the dataset format `python -m pipeline.prepare` writes and the `records:` source reads.
+
+Layout of a prepared dataset folder:
+    train-00000-of-000NN.tfrecord ...   tf.train.Example: image (JPEG or raw bytes), label (int64), name (bytes)
+    validation-00000-of-000NN.tfrecord ...
+    labels.txt                          class names in index order
+    prepared.json                       the manifest: counts per split, size, format, quality (written last)
+
+Three forms of image (`python -m pipeline.benchmark --input` measures them):
+    jpeg            JPEGs at shorter side `size`, the whole image (images already
+                    smaller keep their size).
+    jpeg, square    the paper's central `size` square as a JPEG.
+    raw             the central square as raw uint8 pixels, every image exactly
+                    size x size (smaller ones upscaled): no decoding in training.
+
+A dataset is written into a staging folder beside its place and swapped in
+whole (`pipeline.storage.files.replace_directory`), under a lock beside it.
+"""
+
+import json
+import pathlib
+
+from pipeline.config import ConfigError
+from pipeline.console.progress import Progress
+from pipeline.data.splits import DataError, Source
+from pipeline.storage.files import (
+    atomic_write_text,
+    check_ours,
+    locked,
+    recover_directory,
+    replace_directory,
+    staging_path,
+)
+
+# This module imports TensorFlow only where it runs it: the prepare command checks its arguments first.
+FORMATS = ("jpeg", "raw")
+MANIFEST = "prepared.json"
+LABELS = "labels.txt"
+# Everything a prepared dataset holds (glob patterns): --overwrite replaces only such a folder.
+DATASET_ENTRIES = ("train-*.tfrecord", "validation-*.tfrecord", LABELS, MANIFEST)
+MAX_SHARDS = 100_000
+IMAGES_PER_SHARD = 1000
+
+
+def _features():
+    import tensorflow as tf
+
+    return {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "name": tf.io.FixedLenFeature([], tf.string),
+    }
+
+
+def _stored(size, quality, image_format="jpeg", square=False):
+    """(bytes, label, name) -> (stored bytes, label, name): the image as a record holds it."""
+    import tensorflow as tf
+
+    from pipeline.data.augment import center_crop, resize_shorter_side
+
+    def to_uint8(image):
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    def encode(data, label, name):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        shape = tf.shape(image)
+        shorter = tf.minimum(shape[0], shape[1])
+        if image_format == "raw":
+            # Every record exactly size x size (smaller images upscaled); written out as its bytes.
+            return center_crop(to_uint8(resize_shorter_side(image, size)), size), label, name
+        image = tf.cond(shorter > size, lambda: to_uint8(resize_shorter_side(image, size)), lambda: image)
+        if square:
+            image = center_crop(image, tf.minimum(size, shorter))
+        return tf.io.encode_jpeg(image, quality=quality), label, name
+
+    return encode
+
+
+def _example(image, label, name):
+    import tensorflow as tf
+
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                "name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name])),
+            }
+        )
+    ).SerializeToString()
+
+
+def write_split(dataset, output, split, count, shards, size, quality, counter, max_pixels=None, image_format="jpeg",
+                square=False):
+    """Writes one split's (bytes, label, name) triples as sharded TFRecords; returns images written."""
+    import tensorflow as tf
+
+    from pipeline.data.decode import skip_undecodable
+
+    shards = shards or max(1, -(-count // IMAGES_PER_SHARD))
+    triples = skip_undecodable(dataset, counter, keep_name=True, max_pixels=max_pixels)
+    triples = triples.map(_stored(size, quality, image_format, square), num_parallel_calls=tf.data.AUTOTUNE)
+    writers = [
+        tf.io.TFRecordWriter(str(output / f"{split}-{i:05d}-of-{shards:05d}.tfrecord")) for i in range(shards)
+    ]
+    written = 0
+    progress = Progress(f"{split} split", total=count)
+    try:
+        for image, label, name in triples.as_numpy_iterator():
+            data = image.tobytes() if image_format == "raw" else image
+            writers[written % shards].write(_example(data, int(label), name))
+            written += 1
+            progress.update()
+    finally:
+        for writer in writers:
+            writer.close()
+    progress.done()
+    return written
+
+
+def check_output(output, overwrite):
+    """Refuses an --output that is a file, holds a dataset without --overwrite, or holds anything else.
+
+    Raises:
+        ConfigError (exit status 2): naming the folder and what is in it.
+    """
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ConfigError(f"--output {output} is a file: choose a folder")
+    if not any(output.iterdir()):
+        return
+    if (output / MANIFEST).is_file() and not overwrite:
+        raise ConfigError(f"{output} already holds a prepared dataset: pass --overwrite to replace it")
+    check_ours(output, DATASET_ENTRIES, "prepared dataset", config_file=None)
+    if not overwrite:
+        raise ConfigError(f"{output} holds an unfinished prepared dataset: pass --overwrite to replace it")
+
+
+def prepare(source, config, output, size=256, quality=90, shards=0, overwrite=False, image_format="jpeg",
+            square=False):
+    """Writes a source's train and validation splits as a prepared dataset in `output`.
+
+    Args:
+        source: the `Source` to write (file sources only).
+        config: the validated `Config` (data.source, data.max_pixels).
+        output: the dataset folder; replaced atomically at the end.
+        size, quality, shards, image_format, square: see `python -m pipeline.prepare --help`.
+        overwrite: replace a prepared dataset in `output`.
+
+    Returns:
+        The summary written to prepared.json.
+
+    Raises:
+        ConfigError: the output cannot be used, or the source is in memory.
+        DirectoryError: another prepare writes into `output`.
+    """
+    if not source.encoded:
+        raise ConfigError(
+            f"data.source {config.data.source!r} is in memory already: prepare folder: or tfds: sources"
+        )
+    output = pathlib.Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    busy = f"{output} is being written by another prepare: wait for it, or choose another --output"
+    with locked(output.parent / f".{output.name}.lock", busy):
+        repaired = recover_directory(output)
+        if repaired:
+            print(f"{output}: {repaired}")
+        check_output(output, overwrite)
+        staging = staging_path(output)
+        staging.mkdir()
+        summary = _write_dataset(source, config, staging, size, quality, shards, image_format, square)
+        replace_directory(staging, output)
+    return summary
+
+
+def _write_dataset(source, config, folder, size, quality, shards, image_format="jpeg", square=False):
+    import tensorflow as tf
+
+    counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+    summary = {
+        "source": config.data.source, "size": size, "format": image_format,
+        "square": square or image_format == "raw", "quality": quality if image_format == "jpeg" else None,
+        "splits": {},
+    }  # fmt: skip
+    for split, dataset, count in (
+        ("train", source.train, source.train_size),
+        ("validation", source.validation, source.validation_size),
+    ):
+        before = int(counter.numpy())
+        written = write_split(
+            dataset, folder, split, count, shards, size, quality, counter, max_pixels=config.data.max_pixels,
+            image_format=image_format, square=square,
+        )
+        summary["splits"][split] = {"images": written, "skipped": int(counter.numpy()) - before}
+        print(f"{split}: {written} images written, {summary['splits'][split]['skipped']} skipped")
+    atomic_write_text(folder / LABELS, "".join(f"{name}\n" for name in source.class_names))
+    # The manifest last: a folder with prepared.json is complete.
+    atomic_write_text(folder / MANIFEST, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def records_source(data_config, seed=0):
+    """TFRecords written by `python -m pipeline.prepare` (JPEGs at shorter side 256, or raw squares).
+
+    JPEG records give (bytes, label, name) triples like the other file
+    sources; raw records (prepared.json's "format": "raw") give decoded
+    (uint8 image, label) pairs, which no decoder needs to see.
+    """
+    import tensorflow as tf
+
+    features = _features()
+    root = pathlib.Path(data_config.source_location).expanduser()
+    summary_path = root / MANIFEST
+    if not summary_path.is_file():
+        raise DataError(f"{root} holds no prepared dataset (prepared.json); write one with python -m pipeline.prepare")
+    summary = json.loads(summary_path.read_text())
+    def split(name, shuffle):
+        files = sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle:
+            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 16),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not shuffle or data_config.deterministic,
+        )
+
+        def parse(record):
+            ex = tf.io.parse_single_example(record, features)
+            return ex["image"], tf.cast(ex["label"], tf.int32), ex["name"]
+
+        def parse_raw(record):
+            ex = tf.io.parse_single_example(record, features)
+            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [size, size, 3])
+            return image, tf.cast(ex["label"], tf.int32)
+
+        return dataset.map(parse_raw if raw else parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    raw = summary.get("format", "jpeg") == "raw"
+    size = int(summary["size"])
+    return Source(
+        train=split("train", True),
+        validation=split("validation", False),
+        class_names=(root / LABELS).read_text().splitlines(),
+        train_size=summary["splits"]["train"]["images"],
+        validation_size=summary["splits"]["validation"]["images"],
+        encoded=not raw,
+        train_bytes=sum(p.stat().st_size for p in root.glob("train-*.tfrecord")),
+    )

@@ -1,0 +1,351 @@
+"""Keras callbacks of a training run: divergence, throughput, learning rate, reference lines, TensorBoard,
+a picture of the augmented input, pictures of conv1's kernels.
+
+They serve both training loops (`model.fit` and the multi-worker loop in
+`pipeline.training.multiworker`), which call them through one
+`keras.callbacks.CallbackList`; `pipeline.training.core.build_callbacks`
+puts them in order. The backup is in `pipeline.training.backup`, the ten-crop
+validation in `pipeline.evaluation.ten_crop`.
+"""
+
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_defs import keras_private
+from pipeline.console.cli import RunFailed
+from pipeline.evaluation import references
+
+# TensorBoard image tag of the first training batch (in the `train` run).
+AUGMENTED_BATCH_TAG = "augmented_batch"
+# TensorBoard image tag of conv1's kernels during training (in the `train` run), and the epochs between
+# two pictures: 90 ImageNet epochs give 19 pictures, enough to watch the kernels form.
+CONV1_KERNELS_TAG = "conv1_kernels"
+CONV1_KERNELS_EVERY = 5
+
+# TensorBoard run name -> the value drawn on the validation top-5 error chart.
+REFERENCE_LINES = {
+    "reference_ensemble_15.3pct": references.PAPER_ENSEMBLE_TOP5,
+    "reference_one_cnn_18.2pct": references.PAPER_ONE_CNN_TOP5,
+}
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Adds `learning_rate` and `images_per_second` to each epoch's logs.
+
+    Put it before the TensorBoard callback: the logs dict is shared, so both
+    figures are then written with the metrics (as epoch_learning_rate and
+    epoch_images_per_second). Throughput counts the training part of the epoch
+    only, not validation.
+
+    Args:
+        images_per_epoch: training images in one epoch.
+    """
+
+    def __init__(self, images_per_epoch):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self._start = None
+        self._train_seconds = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        seconds = self._train_seconds or (time.perf_counter() - self._start)
+        logs["images_per_second"] = self.images_per_epoch / seconds
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class ReferenceLines(keras.callbacks.Callback):
+    """Draws the paper's top-5 error figures on the validation top-5 chart.
+
+    TensorBoard has no reference lines, so each figure is written as a constant
+    under the same tag (`epoch_top5_error`) in a run of its own, named after
+    what it is: the 2012 winning ensemble (15.3 %) and one CNN (18.2 %).
+
+    Args:
+        log_dir: the TensorBoard log directory of the run.
+    """
+
+    def __init__(self, log_dir, tag="epoch_top5_error"):
+        super().__init__()
+        self.log_dir = log_dir
+        self.tag = tag
+        self._writers = {}
+
+    def on_train_begin(self, logs=None):
+        for run, _ in REFERENCE_LINES.items():
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+
+    def on_epoch_end(self, epoch, logs=None):
+        for run, value in REFERENCE_LINES.items():
+            with self._writers[run].as_default():
+                tf.summary.scalar(self.tag, value, step=epoch)
+                self._writers[run].flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def grid_shape(count):
+    """(rows, columns) of the grid that shows `count` images: ceil(sqrt(count)) columns, rows as needed.
+
+    16 images -> 4 x 4, 5 -> 2 x 3, 1 -> 1 x 1.
+    """
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return max(1, math.ceil(count / columns)), columns
+
+
+def image_grid(images, max_images=16, border=2, fill=255):
+    """Tiles images into one uint8 picture, row by row, each framed by a thin border.
+
+    The first min(N, max_images) images fill a `grid_shape` grid: image i goes
+    to row i // columns, column i % columns, its top-left pixel at
+    (border + row * (H + border), border + column * (W + border)). The borders
+    and the cells left empty in the last row hold `fill`. Pixel values are
+    rounded and clipped to [0, 255] (the PCA colour noise can leave that range).
+
+    Args:
+        images: [N, H, W, C] array-like (N >= 1), pixel values on the 0-255 scale.
+        max_images: most images shown.
+        border: pixels between tiles and around the edge.
+        fill: value of the border pixels.
+
+    Returns:
+        uint8 array [rows * H + (rows + 1) * border, columns * W + (columns + 1) * border, C].
+    """
+    images = np.asarray(images, np.float32)[:max_images]
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"image_grid needs images of shape [N, H, W, C] with N >= 1, got {images.shape}")
+    count, height, width, channels = images.shape
+    rows, columns = grid_shape(count)
+    grid = np.full(
+        (rows * height + (rows + 1) * border, columns * width + (columns + 1) * border, channels), fill, np.uint8
+    )
+    tiles = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    for i, tile in enumerate(tiles):
+        top = border + (i // columns) * (height + border)
+        left = border + (i % columns) * (width + border)
+        grid[top : top + height, left : left + width] = tile
+    return grid
+
+
+def first_training_batch(data_config, batch_size, seed, shard=None):
+    """The first batch of the first epoch of the training pipeline: (images, labels) as numpy arrays.
+
+    Taken from a second pipeline built like the trainer's (`build_datasets`
+    with the same config and seed; without the cache, which changes no value).
+    Reading the trainer's own dataset once more would move its reshuffling and
+    augmentation seeds on by one epoch, so training would see other batches
+    than it does without this picture. The two pipelines give an epoch the
+    same images; their order can differ a little, as parallel augmentation
+    hands images on as they are finished (an image can move to a
+    neighbouring batch).
+
+    Costs what opening the source and the first batch of an epoch cost:
+    listing the files (folder source; `pipeline.train` lets it reuse the
+    trainer's listing, see `pipeline.data.listing.shared_listings`), filling the
+    shuffle buffer (up to 10,000 source images, read but not decoded for
+    file sources) and augmenting one batch.
+
+    Args:
+        data_config: `pipeline.config.DataConfig` of the run.
+        batch_size: global batch size.
+        seed: the run's seed.
+        shard: the trainer's (workers, index) under multi-worker training, so
+            that the picture comes from this worker's share of a folder.
+    """
+    from pipeline.data.pipelines import build_datasets
+
+    data = build_datasets(data_config.derive({"cache": False}), batch_size, seed=seed, shard=shard)
+    images, labels = next(iter(data.train.take(1)))
+    return images.numpy(), labels.numpy()
+
+
+class AugmentedImageGrid(keras.callbacks.Callback):
+    """Shows in TensorBoard what the network sees: the first training batch after augmentation, as one image.
+
+    At the start of training it writes one image summary, tag
+    `augmented_batch`, step 0, to the `train` run of the log directory (next
+    to the Keras TensorBoard callback's scalars): the first `max_images`
+    images of the batch tiled by `image_grid`, with their class names, row by
+    row, in the summary's description. It writes nothing else and keeps no
+    writer open.
+
+    Give it to a run that starts at epoch 0 only: a resumed run already wrote
+    its picture.
+
+    Args:
+        log_dir: the TensorBoard log directory of the run.
+        batch: (images, labels), images [N, H, W, 3] on the 0-255 scale, or a
+            function of no arguments returning them (called at the start of
+            training), e.g. `first_training_batch`.
+        class_names: label -> class name; None leaves the names out.
+        max_images: images in the grid (16: a 4 x 4 grid).
+    """
+
+    def __init__(self, log_dir, batch, class_names=None, max_images=16):
+        super().__init__()
+        self.log_dir = log_dir
+        self.batch = batch
+        self.class_names = class_names
+        self.max_images = max_images
+
+    def description(self, labels, batch_size):
+        """The summary's description: how many images are shown and, with class names, which classes."""
+        shown = len(labels)
+        text = f"The first training batch of the first epoch after augmentation: {shown} of its {batch_size} images"
+        if self.class_names is None:
+            return text + "."
+        names = ", ".join(str(self.class_names[int(label)]) for label in labels)
+        return f"{text}, row by row: {names}."
+
+    def on_train_begin(self, logs=None):
+        images, labels = self.batch() if callable(self.batch) else self.batch
+        images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
+        grid = image_grid(images, self.max_images)
+        writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+        try:
+            with writer.as_default():
+                tf.summary.image(
+                    AUGMENTED_BATCH_TAG,
+                    grid[None],
+                    step=0,
+                    max_outputs=1,
+                    description=self.description(labels[: self.max_images], len(images)),
+                )
+        finally:
+            writer.close()
+
+
+class Conv1Kernels(keras.callbacks.Callback):
+    """Shows in TensorBoard how conv1's kernels develop: the paper's Figure 3, during training.
+
+    Writes the kernel picture of `pipeline.evaluation.figures.render_kernels` (one block
+    per tower) as an image summary, tag `conv1_kernels`, to the `train` run of
+    the log directory. The step is the number of finished epochs: step 0 at
+    the start of training (the initial kernels, before any update), then after
+    every `every`-th epoch and after the last one. It keeps no writer open.
+
+    Args:
+        log_dir: the TensorBoard log directory of the run.
+        every: epochs between pictures.
+        epochs: the run's train.epochs, so that the last epoch is drawn too
+            (None: only every `every` epochs).
+        groups: the model's groups (model.groups): blocks of the picture.
+        at_start: draw the initial kernels at step 0; False for a run that
+            resumes from a backup (its first session drew them).
+    """
+
+    def __init__(self, log_dir, every=CONV1_KERNELS_EVERY, epochs=None, groups=2, at_start=True):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        self.log_dir = log_dir
+        self.every = every
+        self.epochs = epochs
+        self.groups = groups
+        self.at_start = at_start
+
+    def draw(self, step):
+        """Writes the picture of the model's current conv1 kernels at `step`."""
+        from pipeline.evaluation.figures import render_kernels, rgb_array
+
+        kernel = keras.ops.convert_to_numpy(self.model.get_layer("conv1").kernel)
+        title = f"conv1 kernels after {step} epoch{'' if step == 1 else 's'}"
+        image = rgb_array(render_kernels(kernel, self.groups, title=title))
+        writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+        try:
+            with writer.as_default():
+                tf.summary.image(CONV1_KERNELS_TAG, image[None], step=step, max_outputs=1,
+                                 description="conv1's kernels, each scaled to [0, 1] by its own minimum and maximum, "
+                                             "one block per tower (paper, Figure 3); step: finished epochs.")
+        finally:
+            writer.close()
+
+    def on_train_begin(self, logs=None):
+        if self.at_start:
+            self.draw(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        finished = epoch + 1
+        if finished % self.every == 0 or finished == self.epochs:
+            self.draw(finished)
+
+
+class TrainingDiverged(RunFailed):
+    """The training loss became NaN or infinite (exit status 1)."""
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Stops training with `TrainingDiverged` at the first non-finite training loss.
+
+    Raising (rather than Keras' default of setting `stop_training`) matters for
+    resuming: the epoch does not end, so the backup keeps the last good state
+    instead of saving diverged weights as a finished epoch.
+    """
+
+    def __init__(self):
+        super().__init__(raise_error=True)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        raise TrainingDiverged(
+            f"the training loss became {float(loss)} at epoch {self._epoch + 1}, step {batch + 1} "
+            f"(learning rate {rate:g}). Lower train.optimizer.learning_rate or add "
+            "train.schedule.warmup_epochs and start again with --overwrite, or check the input data "
+            "(the run's backup, if any, holds the last epoch that ended with a finite loss)."
+        )
+
+
+class ReleaseValidationIterator(keras.callbacks.Callback):
+    """Lets go of `model.fit`'s validation iterator as soon as each validation ends.
+
+    Keras 3.15's fit keeps its validation epoch iterator, with a live
+    iterator over the validation data, from one validation to the next and
+    discards it only when the next validation starts. With a truncated
+    validation set (`train.validation_steps`) that discard stalled 6-10 s in
+    about half of the epochs on a 2-core CPU (measured: 7 epochs of 6 steps,
+    stalls in 2-4 of them; none in 14 epochs with this callback). Resetting
+    the iterator right after validation releases it while nothing waits.
+
+    It reaches into a private attribute of Keras (`model_defs.keras_private`).
+    """
+
+    def on_test_end(self, logs=None):
+        keras_private.release_eval_iterator(self.model)
+
+
+class RunTensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` that flushes its event files at the end of every epoch.
+
+    Event writers buffer for up to two minutes; after a kill, the epochs a
+    backup has committed must already be on disk, or the resumed run's charts
+    would have holes. Put it before `RunBackup`.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        for writer in keras_private.summary_writers(self).values():
+            writer.flush()

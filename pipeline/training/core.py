@@ -1,0 +1,175 @@
+"""The one training core: the epoch plan, the ordered callbacks, and `fit` or the multi-worker loop.
+
+`pipeline.train` (through `pipeline.training.run`), every KerasTuner trial
+(`tuning.hypermodel`) and the benchmark's real-fit figure (it runs
+`pipeline.training.run.train`) train through these three functions, so a fix
+made here reaches all of them:
+
+    plan = plan_epochs(config.train, data, cluster)     # what one epoch reads
+    callbacks = build_callbacks(config, plan, rate, logging=[...], backup=...)
+    history = fit(model, plan, cluster, callbacks, epochs=config.train.epochs)
+"""
+
+import dataclasses
+import math
+import warnings
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """What each epoch of training reads, as the loop gets it.
+
+    Attributes:
+        train: the batched training dataset (repeated when an epoch is a fixed
+            number of steps).
+        validation: the batched validation dataset, truncated to
+            train.validation_steps batches.
+        steps_per_epoch: training steps in one epoch.
+        images_per_epoch: training images in one epoch (throughput).
+        repeated: whether `train` repeats (epochs of `steps_per_epoch` steps)
+            or is one pass per epoch.
+    """
+
+    train: object
+    validation: object
+    steps_per_epoch: int
+    images_per_epoch: int
+    repeated: bool
+
+
+def plan_epochs(train_config, data, cluster):
+    """The epoch plan of `data` (`pipeline.data.pipelines.Datasets`) under `train_config` and `cluster`."""
+    import tensorflow as tf
+
+    train_ds, validation_ds = data.train, data.validation
+    repeated = bool(train_config.steps_per_epoch)
+    if repeated:
+        train_ds = train_ds.repeat()
+    if train_config.validation_steps:
+        # The first batches, every epoch. Truncating the dataset rather than
+        # passing validation_steps to fit: Keras 3.15's fit under a
+        # tf.distribute strategy raises StopIteration in the second epoch
+        # when validation_steps reaches the end of the validation data.
+        validation_ds = validation_ds.take(train_config.validation_steps)
+    if cluster.multi_worker and not data.split_by_files:
+        # No record files to split between workers (in memory, or a list of
+        # image files in one op): every worker runs the pipeline and keeps its
+        # share of each batch. A folder's training files are already split
+        # (`build_datasets(shard=...)`), so each worker decodes only its own.
+        # tfds: and records: sources keep tf.data's AUTO policy, which gives
+        # each worker its own record files.
+        policy = tf.data.experimental.AutoShardPolicy
+        train_ds = _shard_policy(train_ds, policy.OFF if data.train_sharded else policy.DATA)
+        validation_ds = _shard_policy(validation_ds, policy.DATA)
+    steps = train_config.steps_per_epoch or math.ceil(data.train_size / train_config.batch_size)
+    images = steps * train_config.batch_size if repeated else data.train_size
+    return EpochPlan(train_ds, validation_ds, steps, images, repeated)
+
+
+def _shard_policy(dataset, kind):
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = kind
+    return dataset.with_options(options)
+
+
+def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs=None, verbose=1):
+    """The callbacks of a training run, in the order they must run.
+
+    StopOnNaN first; the per-step learning-rate schedule; ten-crop validation
+    (with train.validation_crops: 10), which adds to the logs the others read;
+    EpochStats, which adds the learning rate and images/s; then `logging`
+    (TensorBoard and pictures for a run, KerasTuner's callbacks for a trial);
+    the validation-iterator release; the plateau schedule, after the logging,
+    so that the logged rate is the one the epoch used; the backup last: it
+    records what the others wrote and restores state after their resets.
+
+    Args:
+        config: the run's (or trial's) `Config`.
+        plan: its `EpochPlan`.
+        learning_rate: the base rate (after lr_scaling).
+        logging: callbacks that read the epoch's logs.
+        backup: a `pipeline.training.backup.RunBackup`, told about the
+            callbacks whose state it must save; None for none (a trial).
+        epochs: the span of the schedule (None: train.epochs).
+        verbose: 0 silences the plateau schedule's messages.
+
+    Returns:
+        A list of Keras callbacks.
+    """
+    from pipeline.evaluation.ten_crop import TenCropValidation
+    from pipeline.training.callbacks import (
+        EpochStats,
+        ReleaseValidationIterator,
+        StopOnNaN,
+    )
+    from pipeline.training.schedules import PlateauSchedule, schedule_callbacks
+
+    t = config.train
+    schedule = schedule_callbacks(
+        t.schedule, learning_rate, epochs or t.epochs, plan.steps_per_epoch, verbose=1 if verbose else 0
+    )
+    plateau = [c for c in schedule if isinstance(c, PlateauSchedule)]
+    per_step = [c for c in schedule if not isinstance(c, PlateauSchedule)]
+    ten_crop = []
+    if t.validation_crops == 10:
+        ten_crop = [TenCropValidation(config.data, t.batch_size, seed=config.seed, validation_steps=t.validation_steps)]
+        ten_crop[0].dataset()  # opens the source now (a training run shares the folder listing at start-up)
+    if backup is not None:
+        backup.stateful.update({"plateau": c for c in plateau})
+    return [
+        StopOnNaN(),
+        *per_step,
+        *ten_crop,
+        EpochStats(plan.images_per_epoch),
+        *logging,
+        ReleaseValidationIterator(),
+        *plateau,
+        *([backup] if backup is not None else []),
+    ]
+
+
+def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, verbose=1, loop="auto", on_train_begin=None):
+    """Trains `model` for the plan's epochs: `model.fit`, or the `strategy.run` loop under multi-worker training.
+
+    Args:
+        model: the compiled model, built in `cluster.strategy`'s scope.
+        plan: the `EpochPlan`.
+        cluster: the `pipeline.training.strategy.Cluster`.
+        callbacks: from `build_callbacks`.
+        epochs: the epoch to stop after.
+        initial_epoch: the epoch to start at (Hyperband continues trials;
+            a backup sets its own through the model).
+        verbose: Keras' progress output.
+        loop: "auto" (the multi-worker loop under multi_worker, else fit),
+            "fit" or "custom" to force one.
+        on_train_begin: called after the callbacks' on_train_begin in the
+            custom loop (the chief's broadcast).
+
+    Returns:
+        The `keras.callbacks.History`.
+    """
+    from pipeline.training.multiworker import fit_distributed
+
+    if loop == "custom" or (loop == "auto" and cluster.multi_worker):
+        return fit_distributed(
+            model, cluster.strategy, plan.train, epochs, plan.steps_per_epoch, validation_data=plan.validation,
+            callbacks=callbacks, verbose=verbose, repeated=plan.repeated, on_train_begin=on_train_begin,
+        )  # fmt: skip
+    with warnings.catch_warnings():
+        # Keras says "Your input ran out of data; interrupting training"
+        # whenever a dataset of unknown length ends, which is how each
+        # of our epochs ends (undecodable files are dropped, so the
+        # length is not known beforehand). It ends the epoch, not the run.
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        return model.fit(
+            plan.train,
+            validation_data=plan.validation,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=plan.steps_per_epoch if plan.repeated else None,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )

@@ -1,0 +1,125 @@
+"""Every command ends a user's mistake in one `error: <what>: <what to do>` line with its exit status."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import (
+    benchmark,
+    evaluate,
+    export,
+    input_benchmark,
+    predict,
+    prepare,
+    train,
+)
+from pipeline.config import ConfigError
+from pipeline.console import cli
+from tests.helpers.runs import ROOT, make_run, project_env
+from tuning import search
+
+
+def _one_error_line(err):
+    lines = err.splitlines()
+    return len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+
+
+def test_command_maps_user_errors_to_their_status(capsys):
+    def raising(exc):
+        @cli.command
+        def main(argv=None):
+            raise exc
+
+        return main()
+
+    assert raising(ConfigError("train.epochs: must be positive: fix it")) == 2
+    assert raising(cli.RunFailed("the loss became nan: lower the rate")) == 1
+    assert raising(KeyboardInterrupt()) == 130
+    assert raising(PermissionError(13, "Permission denied", "/runs/x")) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "error: train.epochs: must be positive: fix it",
+        "error: the loss became nan: lower the rate",
+        "error: interrupted: run the same command again to resume where it stopped",
+        "error: /runs/x: Permission denied: check the path, its permissions and the free disk space",
+    ]
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        raising(ZeroDivisionError("bug"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    make_run(run_dir)
+    return run_dir
+
+
+def test_damaged_or_missing_inputs_of_each_command(finished_run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(finished_run, broken)
+    (broken / "model.keras").write_bytes(b"PK\x03\x04 not a whole zip")
+    (broken / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x96\x01 garbage")
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG")
+    cases = [
+        (evaluate.main, [str(broken)], f"error: {broken / 'model.keras'}: cannot be loaded as a Keras model ("),
+        (predict.main, [str(broken), str(image)], f"error: {broken / 'saved_model'}: cannot be loaded as a SavedModel ("),
+        (export.main, [str(tmp_path / "nowhere")], f"error: run directory not found: {tmp_path / 'nowhere'}"),
+        (export.main, [str(broken)], f"error: {broken / 'model.keras'}: cannot be loaded as a Keras model ("),
+        (prepare.main, ["--output", str(tmp_path / "p"), "--shards", "-1"], "error: --shards must be from 0 to"),
+        (benchmark.main, ["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
+        (benchmark.main, ["--set", "model.lrn_n=17"], "error: model.lrn_n: must be odd, from 3 to 15"),
+        (input_benchmark.main, ["--images", str(tmp_path / "none")], f"error: --images {tmp_path / 'none'} is not"),
+        (train.main, ["--set", "model.lrn_beta=0.001"], "error: model.lrn_beta: must be at least 0.01 (the smallest"),
+        (search.main, ["--dir", str(image)], f"error: {image} is a file, not a search directory: choose another --dir"),
+        (train.main, ["--bogus"], "error: unrecognized arguments: --bogus: see python -m pipeline.train --help"),
+    ]
+    for main, argv, start in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert _one_error_line(err) and err.startswith(start), (argv, err)
+    (broken / "labels.txt").unlink()
+    shutil.copy(finished_run / "model.keras", broken / "model.keras")
+    assert export.main([str(broken)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {broken} holds no labels.txt: the class names are unknown")
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("lrn_n", 17, "must be odd, from 3 to 15 (the window is centred on each channel; cuDNN's LRN takes a "
+                      "depth radius n // 2 from 1 to 7) (got 17)"),
+        ("lrn_n", 1, "must be odd, from 3 to 15"),
+        ("lrn_beta", 0.001, "must be at least 0.01 (the smallest beta cuDNN's LRN runs) (got 0.001)"),
+        ("lrn_k", 0, "must be at least 1e-05 (the smallest k cuDNN's LRN runs) (got 0)"),
+    ],
+)
+def test_lrn_constants_cudnn_cannot_run_are_refused(key, value, message):
+    from pipeline.config import load_config
+
+    with pytest.raises(ConfigError) as exc:
+        load_config([], [f"model.{key}={value}"])
+    assert str(exc.value) == f"model.{key}: {message}" or str(exc.value).startswith(f"model.{key}: {message}")
+
+
+def test_a_real_command_line_prints_one_line_and_nothing_else(tmp_path):
+    # TensorFlow is loaded (the strategy is made before the run directory is opened), and its start-up
+    # notices are filtered out: the terminal shows the error alone.
+    path = tmp_path / "file"
+    path.write_text("x")
+    env = project_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    command = [sys.executable, "-m", "pipeline.train", "--run-dir", str(path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"error: {path} is a file, not a run directory: choose another --run-dir\n")
+
+
+def test_readme_documents_exit_status_and_security():
+    readme = (ROOT / "README.md").read_text()
+    security = readme.split("## Security", 1)[1].split("\n## ", 1)[0]
+    for needle in ("--worker-hosts", "--oracle-ip", "tf.saved_model.load", "private network"):
+        assert needle in security
+    assert "| 2 |" in readme and "| 1 |" in readme

@@ -1,0 +1,205 @@
+"""Folder and TFDS sources on data written by the tests, and every kind of bad file."""
+
+import io
+import pathlib
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import train
+from pipeline.config import load_config
+from pipeline.data.pipelines import build_datasets
+from pipeline.data.sources import load_source
+from pipeline.data.splits import DataError
+from tests.helpers.images import jpeg_bytes, photo, pil_bytes, write_tree
+
+SMALL = ["data.image_size=64", "data.resize=72", "data.cache=false"]
+
+
+def data_config(source, *overrides):
+    return load_config([], [f"data.source={source}", *SMALL, *overrides]).data
+
+
+def collect(dataset):
+    images, labels = [], []
+    for x, y in dataset:
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def test_folder_with_train_and_val_splits(tmp_path):
+    write_tree(tmp_path, {
+        "train/n02/a.JPEG": jpeg_bytes(seed=1),
+        "train/n02/b.jpg": jpeg_bytes(seed=2),
+        "train/n01/c.JPEG": jpeg_bytes(seed=3),
+        "train/n01/notes.txt": b"not an image, not listed",
+        "val/n01/d.JPEG": jpeg_bytes(seed=4),
+        "val/n02/e.JPEG": jpeg_bytes(seed=5),
+    })  # fmt: skip
+    config = data_config(f"folder:{tmp_path}")
+    source = load_source(config)
+    assert source.class_names == ["n01", "n02"]  # sorted folder names
+    assert (source.train_size, source.validation_size) == (3, 2)
+    datasets = build_datasets(config, batch_size=2, seed=0)
+    images, labels = collect(datasets.train)
+    assert images.shape == (3, 64, 64, 3) and sorted(labels.tolist()) == [0, 1, 1]
+    images, labels = collect(datasets.validation)
+    assert labels.tolist() == [0, 1]  # validation order is fixed
+    assert int(datasets.skipped.numpy()) == 0
+
+
+def test_single_folder_holds_out_a_validation_fraction(tmp_path):
+    write_tree(tmp_path, {f"cls{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(2) for i in range(5)})
+    source = load_source(data_config(f"folder:{tmp_path}", "data.validation_fraction=0.2"))
+    assert (source.train_size, source.validation_size) == (8, 2)
+    names = {n.numpy() for _, _, n in source.train} | {n.numpy() for _, _, n in source.validation}
+    assert len(names) == 10  # every file in exactly one split
+
+
+def test_every_bad_file_kind(tmp_path, capfd):
+    cmyk = pil_bytes("JPEG", mode="CMYK")
+    write_tree(tmp_path, {
+        "a/grey.JPEG": pil_bytes("JPEG", mode="L"),
+        "a/cmyk.JPEG": cmyk,
+        "a/png_named_jpeg.JPEG": pil_bytes("PNG"),
+        "a/anim.gif": pil_bytes("GIF"),
+        "a/bitmap.bmp": pil_bytes("BMP"),
+        "a/tiny.JPEG": jpeg_bytes(10, 12),
+        "b/empty.JPEG": b"",
+        "b/truncated.JPEG": jpeg_bytes(120, 160)[:400],
+        "b/text.jpg": b"this is a text file with an image name",
+        "b/good.JPEG": jpeg_bytes(),
+    })  # fmt: skip
+    config = data_config(f"folder:{tmp_path}", "data.validation_fraction=0.01")
+    datasets = build_datasets(config, batch_size=4, seed=0)
+    images, _ = collect(datasets.train.concatenate(datasets.validation))
+    assert images.shape == (7, 64, 64, 3)  # 10 files, 3 undecodable
+    assert np.isfinite(images).all()
+    assert int(datasets.skipped.numpy()) == 3
+    err = capfd.readouterr().err
+    for name in ("empty.JPEG", "truncated.JPEG", "text.jpg"):
+        assert f"skipping undecodable image" in err and name in err
+    # CMYK decodes to RGB close to the original colours.
+    rgb = tf.io.decode_jpeg(cmyk, channels=3).numpy().astype(float)
+    assert rgb.shape == (30, 40, 3) and np.abs(rgb - photo(30, 40)).mean() < 20
+
+
+def test_synset_folders_get_tfds_imagenet2012_indices(tmp_path):
+    import tensorflow_datasets as tfds
+
+    labels_file = pathlib.Path(tfds.__file__).parent / "datasets/imagenet2012/labels.txt"
+    synsets = labels_file.read_text().split()
+    assert len(synsets) == 1000
+    tiny = jpeg_bytes(8, 8)
+    write_tree(tmp_path, {f"train/{s}/x.JPEG": tiny for s in reversed(synsets)})
+    source = load_source(data_config(f"folder:{tmp_path}"))
+    assert source.class_names == synsets
+    assert tfds.builder("imagenet2012").info.features["label"].names == synsets
+
+
+def test_missing_folder_and_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_source(data_config(f"folder:{tmp_path / 'nope'}"))
+    (tmp_path / "train" / "c").mkdir(parents=True)
+    with pytest.raises(DataError, match="no image files"):
+        load_source(data_config(f"folder:{tmp_path}"))
+
+
+def test_unprepared_tfds_dataset_says_where_the_tars_go(tmp_path):
+    with pytest.raises(DataError, match="ILSVRC2012_img_train.tar"):
+        load_source(data_config("tfds:imagenet2012", f"data.data_dir={tmp_path}"))
+    with pytest.raises(DataError, match="no dataset"):
+        load_source(data_config("tfds:no_such_dataset_xyz", f"data.data_dir={tmp_path}"))
+
+
+def make_ilsvrc_tars(manual_dir, synsets, per_class=2, val_images=3):
+    """Tiny archives in the exact ILSVRC-2012 layout: a tar of per-synset tars, and a flat val tar."""
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(manual_dir / "ILSVRC2012_img_train.tar", "w") as outer:
+        for c, synset in enumerate(synsets):
+            inner_bytes = io.BytesIO()
+            with tarfile.open(fileobj=inner_bytes, mode="w") as inner:
+                for i in range(per_class):
+                    add(inner, f"{synset}_{i + 1}.JPEG", jpeg_bytes(seed=100 * c + i))
+            add(outer, f"{synset}.tar", inner_bytes.getvalue())
+    with tarfile.open(manual_dir / "ILSVRC2012_img_val.tar", "w") as tar:
+        for i in range(val_images):
+            add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg_bytes(seed=1000 + i))
+
+
+@pytest.mark.slow
+def test_tfds_imagenet2012_from_manual_tars_trains_a_step(tmp_path):
+    import tensorflow_datasets as tfds
+
+    synsets = (pathlib.Path(tfds.__file__).parent / "datasets/imagenet2012/labels.txt").read_text().split()
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    make_ilsvrc_tars(manual, [synsets[0], synsets[7]])
+    overrides = [
+        "data.source=tfds:imagenet2012",
+        f"data.data_dir={tmp_path / 'tfds'}",
+        f"data.manual_dir={manual}",
+        "data.download=true",
+        *SMALL,
+        "model.fc_units=16",
+        "model.init=glorot_uniform",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.steps_per_epoch=1",
+        "train.verbose=0",
+        "export.saved_model=false",
+    ]
+    config = load_config([], overrides)
+    source = load_source(config.data)
+    assert source.num_classes == 1000 and source.class_names == synsets
+    assert (source.train_size, source.validation_size) == (4, 3)
+    labels = sorted(int(y) for _, y, _ in source.train)
+    assert labels == [0, 0, 7, 7]  # synset -> TFDS index
+    # The shipped validation labels of images 1..3.
+    shipped = (pathlib.Path(tfds.__file__).parent / "datasets/imagenet2012/validation_labels.txt").read_text().split()
+    assert sorted(int(y) for _, y, _ in source.validation) == sorted(synsets.index(s) for s in shipped[:3])
+    argv = ["--run-dir", str(tmp_path / "run")]
+    for item in overrides:
+        argv += ["--set", item]
+    assert train.main(argv) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_a_corrupt_body_behind_valid_markers_is_dropped_not_fatal(tmp_path):
+    good = jpeg_bytes(60, 80)
+    # Keep the JPEG header and end marker but scramble the entropy-coded data.
+    body = bytearray(good)
+    for i in range(200, len(body) - 2):
+        body[i] = 0xFF if i % 7 == 0 else 0x00
+    write_tree(tmp_path, {"train/a/good.JPEG": good, "train/a/bad.JPEG": bytes(body), "val/a/v.JPEG": good})
+    config = data_config(f"folder:{tmp_path}")
+    datasets = build_datasets(config, batch_size=4, seed=0)
+    images, _ = collect(datasets.train)
+    assert images.shape[0] in (1, 2)  # libjpeg may recover some scrambled data; it must not raise
+    assert np.isfinite(images).all()
+
+
+@pytest.mark.slow
+def test_training_counts_skipped_files_in_the_summary(tmp_path, capsys):
+    write_tree(tmp_path / "img", {
+        "train/a/1.JPEG": jpeg_bytes(seed=1), "train/a/2.JPEG": jpeg_bytes(seed=2), "train/a/empty.JPEG": b"",
+        "train/b/3.JPEG": jpeg_bytes(seed=3), "train/b/4.JPEG": jpeg_bytes(seed=4), "val/a/5.JPEG": jpeg_bytes(seed=5),
+        "val/b/6.JPEG": jpeg_bytes(seed=6),
+    })  # fmt: skip
+    argv = ["--run-dir", str(tmp_path / "run")]
+    for item in [f"data.source=folder:{tmp_path / 'img'}", *SMALL, "model.fc_units=16", "model.init=glorot_uniform",
+                 "train.epochs=1", "train.batch_size=2", "train.verbose=0", "export.saved_model=false"]:  # fmt: skip
+        argv += ["--set", item]
+    assert train.main(argv) == 0
+    assert "1 undecodable image files skipped" in capsys.readouterr().out
+    import json
+
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_images"] == 1

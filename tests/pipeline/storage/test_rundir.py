@@ -1,0 +1,214 @@
+"""Nothing lost: --overwrite touches only run directories, names stay under runs/, directories swap atomically."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipeline import train
+from pipeline.config import load_config
+from pipeline.storage import files
+from pipeline.storage.files import (
+    recover_directory,
+    replace_directory,
+    staging_path,
+)
+from pipeline.storage.rundir import RunDir
+from tests.helpers.runs import ROOT, TINY, args, project_env
+from tuning import search
+
+
+def _user_folder(path):
+    """A folder of someone's files: what --overwrite must never delete."""
+    files = {"photo.jpg": b"\xff\xd8 not really", "notes/todo.txt": b"buy milk", "config.yaml": b"camera: nikon\n"}
+    for name, data in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return files
+
+
+def _unchanged(path, files):
+    return {name: (path / name).read_bytes() for name in files} == files and sorted(
+        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
+    ) == sorted(files)
+
+
+def test_overwrite_refuses_a_folder_of_user_files_and_leaves_every_file(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    files = _user_folder(photos)
+    assert train.main(args(photos) + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {photos} is not a run directory of this project (it holds config.yaml, notes, ")
+    assert "config.yaml is not a config of this project" in err and err.count("\n") == 1
+    assert _unchanged(photos, files)
+    # Without --overwrite the message does not suggest it.
+    assert train.main(args(photos)) == 2
+    assert "--overwrite" not in capsys.readouterr().err
+    assert _unchanged(photos, files)
+
+
+def test_overwrite_refuses_a_run_directory_holding_other_files(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with RunDir(run_dir, load_config([], TINY)):
+        pass
+    (run_dir / "my_notes.txt").write_text("keep me")
+    assert train.main(args(run_dir) + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run_dir} holds files that no run of this project writes (my_notes.txt); they are left "
+                   "untouched: move them out, or choose another directory\n")
+    assert (run_dir / "my_notes.txt").read_text() == "keep me" and (run_dir / "config.yaml").is_file()
+
+
+def test_a_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "run"
+    path.write_text("data")
+    for extra in ([], ["--overwrite"]):
+        assert train.main(args(path) + extra) == 2
+        assert capsys.readouterr().err == f"error: {path} is a file, not a run directory: choose another --run-dir\n"
+    assert path.read_text() == "data"
+
+
+def test_overwrite_replaces_an_empty_folder_and_an_unfinished_run(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with RunDir(empty, load_config([], TINY), overwrite=True):
+        pass
+    unfinished = tmp_path / "unfinished"
+    with RunDir(unfinished, load_config([], TINY)):
+        (unfinished / "logs").mkdir()
+    with RunDir(unfinished, load_config([], TINY + ["train.epochs=3"]), overwrite=True) as run:
+        assert not run.resumed and not (unfinished / "logs").exists()
+    assert load_config([unfinished / "config.yaml"]).train.epochs == 3
+
+
+def test_search_overwrite_refuses_a_folder_of_user_files(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    files = _user_folder(photos)
+    argv = ["--config", str(ROOT / "configs" / "tune_quickstart.yaml"), "--dir", str(photos), "--overwrite"]
+    assert search.main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: {photos} is not a search directory of this project")
+    assert _unchanged(photos, files)
+    assert search.main(argv[:-1]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {photos / 'config.yaml'} is not a config of this project (camera: unknown key); choose another --dir\n"
+    )
+    (photos / "config.yaml").unlink()
+    del files["config.yaml"]
+    assert search.main(argv[:-1]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {photos} is not empty and holds no config.yaml")
+    assert _unchanged(photos, files)
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", "..", ".", "with space"])
+def test_unsafe_names_are_refused_before_anything_is_written(tmp_path, name):
+    # In a subprocess whose working directory is empty: nothing may appear anywhere.
+    target = tmp_path / "abs"
+    name = str(target) if name == "/abs/path" else name
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    command = [sys.executable, "-m", "pipeline.train", "--set", f"name={name}", *[a for t in TINY for a in ("--set", t)]]
+    done = subprocess.run(command, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: name: must be one path component of letters, digits, '.', '_' and '-'")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert list(cwd.iterdir()) == [] and not target.exists()
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_config_file_name_becomes_a_safe_run_name(tmp_path):
+    path = tmp_path / "my exp (2).yaml"
+    path.write_text("train:\n  epochs: 1\n")
+    assert load_config([path]).name == "my_exp__2_"
+
+
+def _tree(path):
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _version(path, text):
+    (path / "sub").mkdir(parents=True)
+    (path / "sub" / "file").write_text(text)
+    (path / "top").write_text(text * 2)
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replace_directory_swaps_in_the_new_version(tmp_path, monkeypatch, exchange):
+    if not exchange:
+        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    target = tmp_path / "saved_model"
+    _version(target, "old")
+    staging = staging_path(target)
+    _version(staging, "new")
+    seen = []
+    monkeypatch.setattr(files, "_between_renames", lambda: seen.append(_tree(tmp_path)))
+    replace_directory(staging, target)
+    assert _tree(target) == {"sub/file": b"new", "top": b"newnew"}
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+    # Between the two renames (no exchange) the old version is whole, beside its place.
+    assert seen == ([] if exchange else [{".saved_model.old/sub/file": b"old", ".saved_model.old/top": b"oldold",
+                                          ".saved_model.tmp/sub/file": b"new", ".saved_model.tmp/top": b"newnew"}])
+
+
+def test_recover_directory_puts_back_the_old_version_after_a_kill_between_renames(tmp_path):
+    target = tmp_path / "data"
+    _version(tmp_path / ".data.old", "old")
+    _version(tmp_path / ".data.tmp", "half")
+    assert recover_directory(target) == (
+        f"restored {target} from an interrupted replacement; removed the unfinished .data.tmp"
+    )
+    assert _tree(tmp_path) == {"data/sub/file": b"old", "data/top": b"oldold"}
+    assert recover_directory(target) is None
+
+
+KILL_BETWEEN_RENAMES = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    from pipeline import export
+    from pipeline.storage import files
+    marker = pathlib.Path(sys.argv[1])
+    files._exchange = lambda a, b: False  # the two-rename path, as on a system without renameat2
+    def pause():
+        marker.write_text("between")
+        time.sleep(120)
+    files._between_renames = pause
+    sys.exit(export.main(sys.argv[2:]))
+    """
+)
+
+
+def _wait_for(path, process, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_reexport_killed_between_the_renames_loses_nothing(tmp_path):
+    from pipeline import export
+    from tests.helpers.runs import make_run
+
+    run_dir = tmp_path / "run"
+    make_run(run_dir)
+    saved = run_dir / "saved_model"
+    before = _tree(saved)
+    marker = tmp_path / "between"
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_BETWEEN_RENAMES, str(marker), str(run_dir)],
+        env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _wait_for(marker, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    # The old SavedModel is whole beside its place, the new one whole in staging.
+    assert not saved.exists() and _tree(run_dir / ".saved_model.old") == before
+    assert (run_dir / ".saved_model.tmp" / "saved_model.pb").is_file()
+    # The next export repairs it first (the old one back), then replaces it.
+    assert export.main([str(run_dir)]) == 0
+    assert (saved / "saved_model.pb").is_file()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".saved_model")) == []
