@@ -5,6 +5,8 @@
     python -m pipeline.benchmark --config configs/imagenet2012.yaml --set data.image_size=224 --no-fit
     python -m pipeline.benchmark --config configs/imagenet2012.yaml --fit-source records:DIR   # end to end
     python -m pipeline.benchmark --input [--images DIR]     # the input pipeline alone (pipeline.input_benchmark)
+    python -m pipeline.benchmark --backend jax [...]        # the model's step on a Keras backend, no TensorFlow
+                                                            # (pipeline.step_benchmark)
 
 Prints, each as the median of --repeats timings with their spread (min-max):
 
@@ -35,8 +37,9 @@ Prints, each as the median of --repeats timings with their spread (min-max):
                 reads real images instead (folder:, records:, tfds:), the
                 end-to-end ratio.
   PyTorch       the same network and optimizer step in PyTorch
-                (pipeline/torch_reference.py), timed the same way in a
-                separate process, when torch is installed; with the ratio of
+                (benchmarks/torch_reference.py in the project's checkout),
+                timed the same way in a separate process, on the GPU when
+                there is one, when torch is installed; with the ratio of
                 our step to it. Not for mixed precision or jit.
   peak RSS      the process's peak resident memory.
   cores used    CPU time of this process over wall time during a timing. On
@@ -348,21 +351,25 @@ def torch_rate(config, batch_size, steps, warmup, repeats, num_classes=1000):
     import json
     import subprocess
 
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "torch_reference.py").is_file():
+        return None, "benchmarks/torch_reference.py is not here: the peer runs from the project's checkout"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     command = [
-        sys.executable, "-m", "pipeline.torch_reference",
+        sys.executable, "-m", "benchmarks.torch_reference",
         "--image-size", str(config.data.image_size), "--batch-size", str(batch_size),
         "--groups", str(config.model.groups), "--steps", str(steps), "--warmup", str(warmup),
         "--repeats", str(repeats), "--num-classes", str(num_classes),
         "--widths", config.model.widths, "--fc-units", str(config.model.fc_units),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        return None, f"pipeline.torch_reference failed: {done.stderr.strip().splitlines()[-1:]}"
+        return None, f"benchmarks.torch_reference failed: {done.stderr.strip().splitlines()[-1:]}"
     result = json.loads(lines[-1])
     if "error" in result:
         return None, result["error"]
-    return result["images_per_second"], f"torch {result['torch']}, {result['threads']} threads"
+    return result["images_per_second"], f"torch {result['torch']} on {result['device']}, {result['threads']} threads"
 
 
 def benchmark(
@@ -502,6 +509,11 @@ def main(argv=None):
         from pipeline import input_benchmark
 
         return input_benchmark.main(argv[1:])
+    if any(arg == "--backend" or arg.startswith("--backend=") for arg in argv):
+        # The model's step on a Keras backend chosen here, before anything imports Keras or TensorFlow.
+        from pipeline import step_benchmark
+
+        return step_benchmark.main(argv)
     args = parse_args(argv)
     overrides = list(args.set) + [f"train.batch_size={args.batch_size}"]
     if args.precision:

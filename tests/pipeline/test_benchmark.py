@@ -83,7 +83,7 @@ def test_bad_override_exits_2(capsys):
 
 def test_torch_reference_is_the_same_network(paper_models):
     torch = pytest.importorskip("torch")
-    from pipeline.torch_reference import build_torch_alexnet
+    from benchmarks.torch_reference import build_torch_alexnet
 
     for model, groups in zip(paper_models, (2, 1)):
         reference = build_torch_alexnet(groups=groups)

@@ -1,0 +1,1 @@
+"""Peers and scripts for measuring the project that are not part of it (not installed; run from a checkout)."""
