@@ -15,7 +15,7 @@ constant does not change the cost.) It runs on CUDA when there is a GPU, else on
 the CPU; bfloat16 is autocast (weights and optimizer in float32, as Keras'
 mixed_bfloat16); `--compile` times the step under `torch.compile`.
 
-`pipeline.benchmark` and `pipeline.step_benchmark` start it in a process of its
+`pipeline.benchmark` and `pipeline.bench.step` start it in a process of its
 own, so that the two frameworks' thread pools never share the cores and their
 GPU memory pools never meet. Prints one JSON line: the images/s of each timing,
 the device, the threads used and torch's version (or {"error": ...}).

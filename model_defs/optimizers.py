@@ -25,6 +25,8 @@ This module imports TensorFlow only when it is the Keras backend.
 import keras
 from keras import ops
 
+from model_defs.keras_private import optimizer_variable_index, optimizer_variable_key
+
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf  # loaded by Keras already
 else:
@@ -64,15 +66,15 @@ class PaperSGD(keras.optimizers.SGD):
         super().build(variables)
         # Decided on the Keras variables: update_step sees the backend's
         # tf.Variable (or one replica's copy), whose name differs.
-        self._decayed = {self._var_key(v) for v in variables if v.name == "kernel"}
+        self._decayed = {optimizer_variable_key(self, v) for v in variables if v.name == "kernel"}
 
     def update_step(self, gradient, variable, learning_rate):
         gradient = ops.cast(gradient, variable.dtype)
-        if self.coupled_weight_decay and self._var_key(variable) in self._decayed:
+        if self.coupled_weight_decay and optimizer_variable_key(self, variable) in self._decayed:
             gradient = ops.add(gradient, ops.multiply(ops.cast(self.coupled_weight_decay, variable.dtype), variable))
         if self.momentum == 0 or self.nesterov or tf is None:
             return super().update_step(gradient, variable, learning_rate)
-        accumulator = self.momentums[self._get_variable_index(variable)]
+        accumulator = self.momentums[optimizer_variable_index(self, variable)]
         # accumulator <- momentum * accumulator - lr * gradient; variable += accumulator
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle,

@@ -6,7 +6,7 @@
     python -m pipeline.benchmark --config configs/imagenet2012.yaml --fit-source records:DIR   # end to end
     python -m pipeline.benchmark --input [--images DIR]     # the input pipeline alone (pipeline.input_benchmark)
     python -m pipeline.benchmark --backend jax [...]        # the model's step on a Keras backend, no TensorFlow
-                                                            # (pipeline.step_benchmark)
+                                                            # (pipeline.bench.step)
 
 Prints, each as the median of --repeats timings with their spread (min-max):
 
@@ -511,9 +511,9 @@ def main(argv=None):
         return input_benchmark.main(argv[1:])
     if any(arg == "--backend" or arg.startswith("--backend=") for arg in argv):
         # The model's step on a Keras backend chosen here, before anything imports Keras or TensorFlow.
-        from pipeline import step_benchmark
+        from pipeline.bench import step
 
-        return step_benchmark.main(argv)
+        return step.main(argv)
     args = parse_args(argv)
     overrides = list(args.set) + [f"train.batch_size={args.batch_size}"]
     if args.precision:

@@ -11,20 +11,23 @@
 # left is skipped; each JSON file is rewritten after every figure, so a stage cut short keeps what it measured):
 #   1. env.json          versions, devices, nvidia-smi, whether TensorFlow is installed
 #   2. steps_bf16.json   Keras on JAX, the paper's network (two groups, LRN), mixed_bfloat16, batch 128 and 512,
-#                        grouped convolutions as towers and native (python -m pipeline.step_benchmark)
-#   3. loss.json         50 training steps on one fixed batch, float32 and mixed_bfloat16: the loss every 10 steps
+#                        grouped convolutions as towers and native (python -m pipeline.bench.step)
+#   3. loss.json         50 training steps on one fixed batch (128x128, batch 32: small enough to compare with the
+#                        same run on a CPU), float32 and mixed_bfloat16: the loss every 10 steps
 #   4. torch.json        the PyTorch peer, bfloat16, batch 512, eager and torch.compile
 #   5. steps_fp32.json   as 2 in float32
 #   6. steps_lrn.json    bfloat16, batch 512, towers, with the banded LRN instead of the device's default
 # and prints a summary of them all (benchmarks/gpu/report.py). Everything printed also goes to $OUT/run.log.
 #
 # Options: --image-size N (224)  --batch-sizes "128 512"  --steps N (20)  --warmup N (3)  --repeats N (3)
-#          --fc-units N (4096)  --loss-steps N (50)  --loss-batch-size N (64)  --torch-batch-size N (512)
+#          --fc-units N (4096)  --loss-steps N (50)  --loss-image-size N (128)  --loss-batch-size N (32)
+#          --torch-batch-size N (512)
 #          --budget SECONDS (480)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-image=224 batches="128 512" steps=20 warmup=3 repeats=3 fc=4096 loss_steps=50 loss_batch=64 torch_batch=512 budget=480
+image=224 batches="128 512" steps=20 warmup=3 repeats=3 fc=4096 loss_steps=50 loss_image=128 loss_batch=32
+torch_batch=512 budget=480
 while (( $# )); do
     case $1 in
         --image-size) image=$2 ;;
@@ -34,6 +37,7 @@ while (( $# )); do
         --repeats) repeats=$2 ;;
         --fc-units) fc=$2 ;;
         --loss-steps) loss_steps=$2 ;;
+        --loss-image-size) loss_image=$2 ;;
         --loss-batch-size) loss_batch=$2 ;;
         --torch-batch-size) torch_batch=$2 ;;
         --budget) budget=$2 ;;
@@ -77,19 +81,19 @@ export KERAS_BACKEND=jax  # Keras' default is TensorFlow, which is not there
     exit 2
 }
 
-keras=("$PY" -m pipeline.step_benchmark --backend jax --image-size "$image" --steps "$steps" --warmup "$warmup"
-       --repeats "$repeats" --fc-units "$fc")
+keras=("$PY" -m pipeline.bench.step --backend jax --steps "$steps" --warmup "$warmup" --repeats "$repeats"
+       --fc-units "$fc")
 stage "host" 60 "$PY" benchmarks/gpu/report.py env "$OUT/env.json"
-stage "Keras on JAX, bfloat16" 180 "${keras[@]}" --no-torch --precision mixed_bfloat16 --batch-size $batches \
-    --grouped-conv towers native --json "$OUT/steps_bf16.json"
-stage "loss check" 120 "${keras[@]}" --no-torch --no-timing --loss-steps "$loss_steps" --loss-batch-size "$loss_batch" \
-    --precision float32 mixed_bfloat16 --json "$OUT/loss.json"
-stage "PyTorch peer" 180 "${keras[@]}" --torch --torch-compile --no-timing --precision mixed_bfloat16 \
-    --batch-size "$torch_batch" --json "$OUT/torch.json"
-stage "Keras on JAX, float32" 150 "${keras[@]}" --no-torch --precision float32 --batch-size $batches \
-    --grouped-conv towers native --json "$OUT/steps_fp32.json"
-stage "LRN forms" 90 "${keras[@]}" --no-torch --precision mixed_bfloat16 --batch-size "$torch_batch" \
-    --grouped-conv towers --lrn-implementation banded --json "$OUT/steps_lrn.json"
+stage "Keras on JAX, bfloat16" 180 "${keras[@]}" --image-size "$image" --no-torch --precision mixed_bfloat16 \
+    --batch-size $batches --grouped-conv towers native --json "$OUT/steps_bf16.json"
+stage "loss check" 120 "${keras[@]}" --image-size "$loss_image" --no-torch --no-timing --loss-steps "$loss_steps" \
+    --loss-batch-size "$loss_batch" --precision float32 mixed_bfloat16 --json "$OUT/loss.json"
+stage "PyTorch peer" 180 "${keras[@]}" --image-size "$image" --torch --torch-compile --no-timing \
+    --precision mixed_bfloat16 --batch-size "$torch_batch" --json "$OUT/torch.json"
+stage "Keras on JAX, float32" 150 "${keras[@]}" --image-size "$image" --no-torch --precision float32 \
+    --batch-size $batches --grouped-conv towers native --json "$OUT/steps_fp32.json"
+stage "LRN forms" 90 "${keras[@]}" --image-size "$image" --no-torch --precision mixed_bfloat16 \
+    --batch-size "$torch_batch" --grouped-conv towers --lrn-implementation banded --json "$OUT/steps_lrn.json"
 
 echo "== summary, $(($(date +%s) - start))s in all"
 "$PY" benchmarks/gpu/report.py summary "$OUT"

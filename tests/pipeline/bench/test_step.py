@@ -1,4 +1,4 @@
-"""The TensorFlow-free step benchmark: its options, its FLOP count, a tiny run on JAX, the PyTorch peer."""
+"""The TensorFlow-free step benchmark (pipeline.bench.step): options, FLOP count, a tiny run on JAX, the peer."""
 
 import importlib.util
 import json
@@ -8,24 +8,24 @@ import sys
 import pytest
 
 from model_defs.alexnet import build_alexnet
-from pipeline import step_benchmark
+from pipeline.bench import step
 from tests.helpers.runs import project_env
 
 
 def test_default_grid_is_the_papers_network_in_both_precisions_batches_and_grouped_forms():
-    args = step_benchmark.parse_args([])
+    args = step.parse_args([])
     assert (args.image_size, args.groups, args.widths, args.lrn, args.fc_units) == (224, 2, "paper", True, 4096)
     assert args.precision == ["mixed_bfloat16", "float32"] and args.batch_size == [128, 512]
     assert args.grouped_conv == ["towers", "native"]
-    assert step_benchmark.parse_args(["--groups", "1"]).grouped_conv == ["towers"]  # one tower has no form
+    assert step.parse_args(["--groups", "1"]).grouped_conv == ["towers"]  # one tower has no form
     with pytest.raises(SystemExit) as stop:
-        step_benchmark.parse_args(["--image-size", "32"])
+        step.parse_args(["--image-size", "32"])
     assert stop.value.code == 2
 
 
 def test_training_flops_are_the_papers():
     # 3 forward passes' worth per layer, 2 for conv1: the figure tests/pipeline/test_benchmark.py derives by hand.
-    assert step_benchmark.training_flops(build_alexnet()) == 4_135_610_496
+    assert step.training_flops(build_alexnet()) == 4_135_610_496
 
 
 TINY = ["--image-size", "64", "--fc-units", "16", "--num-classes", "4", "--steps", "1", "--warmup", "0",
@@ -60,8 +60,8 @@ def test_a_tiny_run_on_jax_through_pipeline_benchmark_needs_no_tensorflow(tmp_pa
 def test_the_pytorch_peer_runs_in_its_own_process():
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed (pip install -e '.[torch]')")
-    args = step_benchmark.parse_args(TINY)
-    result = step_benchmark.torch_peer(args, "bfloat16", 2)
+    args = step.parse_args(TINY)
+    result = step.torch_peer(args, "bfloat16", 2)
     assert "error" not in result, result
     assert result["precision"] == "bfloat16" and len(result["images_per_second"]) == 1
     assert result["device"] in ("cpu",) or result["device"].startswith("NVIDIA")

@@ -1,9 +1,9 @@
 """Images/s of the project's AlexNet training step on any Keras 3 backend, beside PyTorch; needs no TensorFlow.
 
-    python -m pipeline.step_benchmark --backend jax                   # the paper's network at 224, the full grid
-    python -m pipeline.step_benchmark --backend jax --precision mixed_bfloat16 --batch-size 512 --grouped-conv native
-    python -m pipeline.step_benchmark --backend jax --image-size 64 --steps 2 --loss-steps 50 --json out.json
-    python -m pipeline.benchmark --backend jax ...                    # the same, through the benchmark command
+    python -m pipeline.benchmark --backend jax                        # the paper's network at 224, the full grid
+    python -m pipeline.benchmark --backend jax --precision mixed_bfloat16 --batch-size 512 --grouped-conv native
+    python -m pipeline.benchmark --backend jax --image-size 64 --steps 2 --loss-steps 50 --json out.json
+    python -m pipeline.bench.step --backend jax ...                   # the same without the project's dependencies
 
 For each precision x batch size x grouped-convolution form (x LRN implementation)
 it prints the training images/s of `build_alexnet` + `PaperSGD` (lr 0.01,
@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TORCH_PEER = ROOT / "benchmarks" / "torch_reference.py"
 BACKENDS = ("jax", "tensorflow", "torch")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -51,7 +51,7 @@ OPTIMIZER = dict(learning_rate=0.01, momentum=0.9, coupled_weight_decay=5e-4)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.step_benchmark", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmark --backend BACKEND", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "jax"),
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["mixed_bfloat16", "float32"])
@@ -361,7 +361,7 @@ def main(argv=None):
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != args.backend:
         loaded = sys.modules["keras"].backend.backend()
         print(f"error: --backend {args.backend}: Keras is loaded with {loaded} in this process already; run "
-              "python -m pipeline.step_benchmark in a new process", file=sys.stderr)  # fmt: skip
+              "the benchmark in a new process", file=sys.stderr)  # fmt: skip
         return 2
     os.environ["KERAS_BACKEND"] = args.backend  # read when Keras is imported
     if importlib.util.find_spec(args.backend) is None:
