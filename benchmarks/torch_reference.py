@@ -13,7 +13,8 @@ with momentum 0.9 and coupled weight decay 5e-4, softmax cross-entropy: the same
 FLOPs and the same optimizer work. (PyTorch's LRN divides alpha by n; the
 constant does not change the cost.) It runs on CUDA when there is a GPU, else on
 the CPU; bfloat16 is autocast (weights and optimizer in float32, as Keras'
-mixed_bfloat16); `--compile` times the step under `torch.compile`.
+mixed_bfloat16; float32 matmuls may use TF32 on a GPU, as JAX's do by default);
+`--compile` times the step with the network under `torch.compile`.
 
 `pipeline.benchmark` and `pipeline.bench.step` start it in a process of its
 own, so that the two frameworks' thread pools never share the cores and their
@@ -84,6 +85,7 @@ def torch_step_rate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # picks the fastest convolution algorithms for these shapes
+    torch.set_float32_matmul_precision("high")  # TF32 in float32 matmuls on a GPU, as XLA's default precision
     model = build_torch_alexnet(num_classes, groups, widths, fc_units, input_size=image_size, lrn=lrn).to(device)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -93,20 +95,15 @@ def torch_step_rate(
     )
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
     half = precision == "bfloat16"
-
-    def forward_backward():
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=half):
-            loss = loss_fn(model(images), labels)
-        loss.backward()
-        return loss
-
-    forward_backward = torch.compile(forward_backward) if compile else forward_backward
+    network = torch.compile(model) if compile else model  # forward and backward compiled, the optimizer eager
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = forward_backward()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=half):
+            loss = loss_fn(network(images), labels)
+        loss.backward()
         optimizer.step()
-        return loss
+        return loss.detach()
 
     for _ in range(max(warmup, 2 if compile else 0)):
         step()

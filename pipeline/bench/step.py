@@ -51,7 +51,7 @@ OPTIMIZER = dict(learning_rate=0.01, momentum=0.9, coupled_weight_decay=5e-4)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmark --backend BACKEND", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmark --backend", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "jax"),
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["mixed_bfloat16", "float32"])
@@ -77,15 +77,14 @@ def parse_args(argv=None):
                         help="also time the peer under torch.compile (default: when the peer runs on a GPU)")
     parser.add_argument("--loss-steps", type=int, default=0, metavar="N",
                         help="also train N steps on one fixed batch per precision and print the loss curve")
-    parser.add_argument("--loss-batch-size", type=int, default=64, help="batch of the loss check (default 64)")
+    parser.add_argument("--loss-batch-size", type=int, default=32, help="batch of the loss check (default 32)")
     parser.add_argument("--no-timing", dest="timing", action="store_false",
                         help="time nothing in Keras (the loss check, or the PyTorch peer, alone)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file (rewritten as they come)")
     args = parser.parse_args(argv)
-    for name in ("batch_size",):
-        if min(getattr(args, name)) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if min(args.batch_size) < 1:
+        parser.error(f"--batch-size must be at least 1, got {min(args.batch_size)}")
     for name in ("steps", "repeats", "image_size", "num_classes", "fc_units", "loss_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -294,6 +293,7 @@ class Report:
 
 
 def _torch_figures(args, report):
+    on_cpu = True
     for precision in dict.fromkeys("float32" if p == "float32" else "bfloat16" for p in args.precision):
         for batch_size in args.batch_size:
             for compile in (False, True):
