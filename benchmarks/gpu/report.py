@@ -1,7 +1,8 @@
 """What benchmarks/gpu/run.sh writes besides the benchmarks' own JSON: the host's description and a summary.
 
     python benchmarks/gpu/report.py env OUT/env.json     # versions, devices, whether TensorFlow is there
-    python benchmarks/gpu/report.py summary OUT          # one line per figure from OUT/*.json
+    python benchmarks/gpu/report.py summary OUT          # one line per figure from OUT/*.json, and the CPU's
+                                                         # loss curves (cpu_reference_loss.json) beside the GPU's
 """
 
 import importlib
@@ -39,7 +40,8 @@ def describe_host(path):
 
 def summarise(out):
     out = pathlib.Path(out)
-    for path in sorted(out.glob("*.json")):
+    reference = pathlib.Path(__file__).with_name("cpu_reference_loss.json")
+    for path in sorted(out.glob("*.json")) + [reference]:
         try:
             figures = json.loads(path.read_text())
         except ValueError as error:

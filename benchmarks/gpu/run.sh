@@ -13,7 +13,8 @@
 #   2. steps_bf16.json   Keras on JAX, the paper's network (two groups, LRN), mixed_bfloat16, batch 128 and 512,
 #                        grouped convolutions as towers and native (python -m pipeline.bench.step)
 #   3. loss.json         50 training steps on one fixed batch (128x128, batch 32: small enough to compare with the
-#                        same run on a CPU), float32 and mixed_bfloat16: the loss every 10 steps
+#                        same run on a CPU, benchmarks/gpu/cpu_reference_loss.json), float32 and mixed_bfloat16:
+#                        the loss every 10 steps
 #   4. torch.json        the PyTorch peer, bfloat16, batch 512, eager and torch.compile
 #   5. steps_fp32.json   as 2 in float32
 #   6. steps_lrn.json    bfloat16, batch 512, towers, with the banded LRN instead of the device's default
