@@ -174,6 +174,9 @@ class ModelConfig(_Section):
     lrn_alpha: float = Field(1e-4, ge=0.0)
     lrn_beta: float = 0.75
     groups: Literal[1, 2] = 2
+    # How grouped layers compute (same weights either way): auto picks by backend and device
+    # (model_defs.layers.GROUPED_CONV_DEFAULTS), towers (split, convolve, concatenate) or native.
+    grouped_conv: Literal["auto", "towers", "native"] = "auto"
     widths: Literal["paper", "torchvision"] = "paper"
     fc_units: int = Field(4096, ge=1)
     init: Literal["paper", "caffe", "glorot_uniform", "he_normal"] = "paper"

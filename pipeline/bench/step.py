@@ -51,7 +51,9 @@ OPTIMIZER = dict(learning_rate=0.01, momentum=0.9, coupled_weight_decay=5e-4)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmark --backend", description=__doc__.split("\n")[0])
+    from pipeline.console.cli import ArgumentParser  # plain Python: no TensorFlow, Keras or pydantic
+
+    parser = ArgumentParser(prog="python -m pipeline.benchmark --backend BACKEND", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "jax"),
                         help="Keras backend (default: $KERAS_BACKEND, else jax)")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["mixed_bfloat16", "float32"])
@@ -100,33 +102,6 @@ def parse_args(argv=None):
 def _fmt(values, unit, digits=0):
     median = statistics.median(values)
     return f"{median:.{digits}f} {unit} (spread {min(values):.{digits}f}-{max(values):.{digits}f}, {len(values)} runs)"
-
-
-def training_flops(model):
-    """Training FLOPs of one image: 3 forward passes' worth per convolution and dense layer, 2 for the first.
-
-    Forward, gradient of the activations and gradient of the weights each cost
-    about one forward pass; no gradient flows into the images, so the first
-    weighted layer costs two. A grouped kernel is stored as (kh, kw, cin/groups,
-    cout), so its size already counts the groups. Biases, ReLU, LRN and pooling
-    are left out (well under 1 % for AlexNet).
-    """
-    import keras
-
-    total, first = 0, True
-    for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        weights = 1
-        for size in kernel.shape:
-            weights *= int(size)
-        if isinstance(layer, keras.layers.Conv2D):
-            height, width = layer.output.shape[1:3]
-            weights *= int(height) * int(width)  # the whole kernel at every output position
-        total += (2 if first else 3) * 2 * weights
-        first = False
-    return total
 
 
 def device_description():
@@ -246,6 +221,8 @@ def step_rate(args, precision, batch_size, grouped_conv, lrn_implementation):
         start = time.perf_counter()
         run(args.steps)
         rates.append(args.steps * batch_size / (time.perf_counter() - start))
+    from model_defs.flops import training_flops  # Keras is loaded by now, on the chosen backend
+
     return rates, training_flops(model)
 
 

@@ -5,7 +5,11 @@ import tensorflow as tf
 
 from model_defs.alexnet import build_alexnet, feature_map_sizes
 from model_defs.geometry import MIN_INPUT_SIZE
-from model_defs.layers import ChannelNormalization, GroupedConv2D, LocalResponseNormalization
+from model_defs.layers import (
+    ChannelNormalization,
+    GroupedConv2D,
+    LocalResponseNormalization,
+)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from model_defs.alexnet import build_alexnet
 from model_defs.optimizers import PaperSGD
-
 from tests.helpers.runs import project_env
 
 ENV = project_env()

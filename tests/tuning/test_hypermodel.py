@@ -155,7 +155,8 @@ def test_fit_trains_with_the_trials_schedule_and_stops_on_nan():
     # Step schedule at epoch 1: the trial's own rate, then half of it.
     assert len(history.history["loss"]) == 2
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.01)
-    # A rate no network survives: the trial stops at the first non-finite loss.
+    # A rate no network survives: the trial stops at the first non-finite loss (64 images, 4 steps an epoch).
+    hypermodel = hypermodel_of(tiny_config("data.num_examples=64", "data.num_classes=10", "tune.epochs=1"))
     hp = fixed_hp(dropout=0.4, learning_rate=1e30)
     with pytest.raises(TrainingDiverged, match="learning rate 1e\\+30"):
         hypermodel.fit(hp, hypermodel.build(hp), epochs=1, verbose=0, callbacks=[])

@@ -21,7 +21,7 @@ import yaml
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from pipeline.config import ConfigError, config_fingerprint, load_config
-from tests.helpers.runs import project_env
+from tests.helpers.runs import project_env, scalars
 from tuning import search
 from tuning.hypermodel import override_tree
 
@@ -174,7 +174,7 @@ def tiny_search(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setattr(keras.backend, "clear_session", counting_clear)
-        mp.setattr("pipeline.train.train", lambda config, run_dir, overwrite=False: trained.append((config, run_dir)))
+        mp.setattr("pipeline.training.run.train", lambda config, run_dir, overwrite=False: trained.append((config, run_dir)))
         code, out, err = run_main(["--config", str(experiment), "--train-best"])
     return types.SimpleNamespace(root=root, experiment=experiment, dir=root / "runs" / "tiny_search",
                                  code=code, out=out, err=err, trained=trained, clears=len(clears))
@@ -353,3 +353,39 @@ def test_chief_and_two_workers_split_the_trials(tmp_path):
     assert "4 trial(s), best first" in outputs["chief"]
     assert f"Best: trial {best['trial_id']}, val_top5_error {best['score']:.4f}" in outputs["chief"]
     assert yaml.safe_load((search_dir / "best.yaml").read_text()) == override_tree(best["hyperparameters"]["values"])
+
+
+MIRRORED_SEARCH = """
+import sys
+import tensorflow as tf
+
+# Two logical devices on the one CPU: before TensorFlow initialises them.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tuning import search
+sys.exit(search.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_trials_under_mirrored_strategy_with_the_whole_validation_split_as_validation_steps(tmp_path):
+    # 32 synthetic images, 20 % held out: 6 validation images, one batch of 16. validation_steps reaching the
+    # end of the validation data made Keras' fit raise StopIteration in every trial's second epoch under a
+    # strategy; the trials train through the trainer's core, which truncates the dataset instead.
+    experiment = write_experiment(
+        tmp_path, train={"strategy": "mirrored", "devices": ["/cpu:0", "/cpu:1"], "validation_steps": 1},
+        tune={"max_trials": 2, "epochs": 2},
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SEARCH, "--config", str(experiment), "--dir", str(tmp_path / "search")],
+        env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = trials(tmp_path / "search")
+    assert len(found) == 2
+    assert {trial["status"] for trial in found.values()} == {"COMPLETED"}
+    assert "Strategy mirrored: 2 replicas" in done.stdout
+    assert "Your input ran out of data" not in done.stderr
+    for trial_id in found:
+        assert len(scalars(tmp_path / "search" / "logs" / trial_id / "execution0" / "validation",
+                              "epoch_top1_error")) == 2

@@ -1,7 +1,7 @@
 """Measure the training input pipeline alone, beside a plain reference pipeline.
 
-    python -m pipeline.input_benchmark                       # synthetic 500x375 JPEGs
-    python -m pipeline.input_benchmark --images path/to/jpegs --repeats 5
+    python -m pipeline.benchmark --input                       # synthetic 500x375 JPEGs
+    python -m pipeline.benchmark --input --images path/to/jpegs --repeats 5
 
 Five pipelines read the same images and produce batches of 224x224x3 float32:
     reference  decode_jpeg -> resize shorter side to 256 -> centre 256 -> random
@@ -16,13 +16,11 @@ Five pipelines read the same images and produce batches of 224x224x3 float32:
 Each figure is the median of --repeats timings of --passes epochs after a
 warm-up batch, the pipelines taking turns, with the spread (min-max), in
 images/s and images/s per CPU core, and the cores the process kept busy.
-Also `python -m pipeline.benchmark --input [options]`.
 """
 
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
@@ -35,7 +33,7 @@ GPU_RATE = 20_000
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(prog="python -m pipeline.input_benchmark", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.benchmark --input", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=pathlib.Path, help="a folder of JPEGs (default: synthetic 500x375 JPEGs)")
     parser.add_argument("--count", type=int, default=512, help="synthetic JPEGs to write")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -90,13 +88,13 @@ def measure(pipelines, repeats, passes):
     Returns:
         {name: (list of images/s, cores used)}: cores are CPU time over wall time.
     """
-    from pipeline.benchmark import _CoreMeter
+    from pipeline.bench.timing import CoreMeter
 
     datasets = {name: make().repeat(passes) for name, make in pipelines.items()}
     for make in pipelines.values():
         next(iter(make()))  # warm-up: graph tracing, file cache
     rates = {name: [] for name in pipelines}
-    meters = {name: _CoreMeter() for name in pipelines}
+    meters = {name: CoreMeter() for name in pipelines}
     for _ in range(repeats):
         for name, dataset in datasets.items():
             count = 0
@@ -108,8 +106,8 @@ def measure(pipelines, repeats, passes):
     return {name: (rates[name], meters[name].cores) for name in pipelines}
 
 
-@cli.command
 def main(argv=None):
+    """Measures the input pipelines and prints the table (`python -m pipeline.benchmark --input`)."""
     args = parse_args(argv)
     import tensorflow as tf
 
@@ -168,6 +166,3 @@ def main(argv=None):
         )
     print("per core: images/s over the cores the pipeline kept busy (CPU time / wall time)")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

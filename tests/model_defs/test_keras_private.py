@@ -1,0 +1,71 @@
+"""Every private Keras and TensorFlow attribute the project uses is still there: an upgrade that removes one fails here.
+
+Each check reads the installed library for exactly what `model_defs.keras_private` relies on.
+"""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from model_defs import keras_private
+
+
+def _fit_source():
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    return inspect.getsource(TensorFlowTrainer.fit)
+
+
+def test_fit_starts_at_the_models_initial_epoch():
+    # BackupAndRestore's mechanism, which the run's backup uses to resume.
+    assert "self._initial_epoch or initial_epoch" in _fit_source()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    keras_private.set_initial_epoch(model, 2)
+    assert keras_private.initial_epoch(model) == 2
+    history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=3, verbose=0)
+    assert history.epoch == [2]
+
+
+def test_fit_keeps_its_validation_iterator_on_the_model():
+    assert "self._eval_epoch_iterator" in _fit_source()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            seen.append(getattr(self.model, "_eval_epoch_iterator", None) is not None)
+            keras_private.release_eval_iterator(self.model)
+
+    x = np.zeros((4, 2))
+    model.fit(x, np.zeros((4, 1)), validation_data=(x, np.zeros((4, 1))), epochs=2, verbose=0, callbacks=[Probe()])
+    assert seen == [True, True]
+
+
+def test_tensorboard_keeps_its_writers_by_name(tmp_path):
+    callback = keras.callbacks.TensorBoard(str(tmp_path))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0, callbacks=[callback])
+    assert "_writers" in inspect.getsource(keras.callbacks.TensorBoard)
+    assert isinstance(keras_private.summary_writers(callback), dict)
+
+
+def test_optimizers_file_variables_by_key_and_index():
+    optimizer = keras.optimizers.SGD(momentum=0.9)
+    variables = [keras.Variable(np.zeros(2, "float32")), keras.Variable(np.ones(3, "float32"))]
+    optimizer.build(variables)
+    keys = [keras_private.optimizer_variable_key(optimizer, v) for v in variables]
+    assert len(set(keys)) == 2
+    assert [keras_private.optimizer_variable_index(optimizer, v) for v in variables] == [0, 1]
+
+
+def test_tensorflow_says_whether_onednn_runs():
+    import os
+
+    pytest.importorskip("tensorflow")
+    # The tests import model_defs before TensorFlow, which asks for oneDNN unless the environment says otherwise.
+    assert keras_private.onednn_enabled() == (os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1")
