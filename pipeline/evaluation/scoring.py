@@ -5,6 +5,7 @@ crops a row of probabilities is the mean of the softmax outputs of the ten
 views (paper, section 4.1).
 """
 
+import sys
 import time
 
 from pipeline.config import ConfigError
@@ -93,7 +94,8 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
         crops: 1 or 10.
         num_classes: the model's classes; with 5 or fewer top-5 error is None.
         num_batches: length of the progress bar (None: unknown).
-        verbose: 1 shows a progress bar, 0 is silent.
+        verbose: 1 shows a progress bar (one closing line when stdout is not a
+            terminal, so a log file does not fill with redrawn bars), 0 is silent.
         samples: a `pipeline.evaluation.figures.EvaluationSamples` given every batch's
             (centre-view) images, labels and probabilities; None: none.
 
@@ -106,6 +108,8 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
     import keras
 
     # stateful: the bar shows the running error as given, not an average of running errors.
+    if verbose == 1 and not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        verbose = 2
     progress = keras.utils.Progbar(num_batches, verbose=verbose, stateful_metrics=["top1_error"], unit_name="batch")
     images = top1 = top5 = step = 0
     start = time.perf_counter()
