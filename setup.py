@@ -23,9 +23,10 @@ setup(
         "matplotlib>=3.7,<4",  # the evaluation's pictures (pipeline.figures)
     ],
     extras_require={
+        # pytest-xdist: the suite runs on two workers (pytest.ini), most tests keeping one core busy.
         # jax's CPU wheel: the equivalence tests run the model on TensorFlow and on JAX (tests/model_defs/test_backends.py);
         # 0.10.2 checked here; the GPU host's image has 0.11.2.
-        "test": ["pytest>=8", "jax[cpu]>=0.10,<0.12"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "jax[cpu]>=0.10,<0.12"],
         # The PyTorch peer of the benchmarks (benchmarks/torch_reference.py, run from a checkout; not installed).
         "torch": ["torch>=2.4"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
