@@ -16,6 +16,12 @@ import sys
 import time
 
 
+def is_terminal(stream=None):
+    """Whether `stream` (default: stdout) is a terminal, where a line can be redrawn in place."""
+    stream = sys.stdout if stream is None else stream
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
 def _duration(seconds):
     seconds = int(round(seconds))
     if seconds < 60:
@@ -46,7 +52,7 @@ class Progress:
         self.unit = unit
         self.stream = stream or sys.stderr
         self.clock = clock
-        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interactive = is_terminal(self.stream)
         self.interval = interval if self.interactive else log_interval
         self.count = 0
         self.start = clock()

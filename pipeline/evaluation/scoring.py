@@ -5,10 +5,10 @@ crops a row of probabilities is the mean of the softmax outputs of the ten
 views (paper, section 4.1).
 """
 
-import sys
 import time
 
 from pipeline.config import ConfigError
+from pipeline.console.progress import is_terminal
 from pipeline.evaluation import references
 
 # View of a ten-crop stack shown in the pictures: the centre patch (`pipeline.data.augment.ten_crops`).
@@ -108,7 +108,7 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
     import keras
 
     # stateful: the bar shows the running error as given, not an average of running errors.
-    if verbose == 1 and not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+    if verbose == 1 and not is_terminal():
         verbose = 2
     progress = keras.utils.Progbar(num_batches, verbose=verbose, stateful_metrics=["top1_error"], unit_name="batch")
     images = top1 = top5 = step = 0
