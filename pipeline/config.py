@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from model_defs.geometry import IMAGENET_MEAN, MIN_INPUT_SIZE
-from pipeline.console.cli import ConfigError
+from pipeline.errors import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "quickstart.yaml"

@@ -9,8 +9,8 @@ signatures are described in `pipeline.serving.saved_model`.
 
 import pathlib
 
-from pipeline.config import ConfigError
 from pipeline.console import cli
+from pipeline.errors import ConfigError
 from pipeline.serving.run_model import load_run_model, read_labels
 from pipeline.serving.saved_model import ENDPOINTS, export_saved_model
 from pipeline.storage.rundir import SAVED_MODEL_DIR

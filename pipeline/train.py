@@ -16,8 +16,9 @@ writes the run directory.
 import pathlib
 import sys
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
 from pipeline.console import cli
+from pipeline.errors import ConfigError
 
 DEFAULT_RUNS = pathlib.Path("runs")
 

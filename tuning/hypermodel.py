@@ -17,7 +17,7 @@ epoch plan, callbacks and loop.
 
 import keras_tuner
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 # Tuned name -> the dotted config key its value replaces.
 TUNED_KEYS = {

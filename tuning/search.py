@@ -59,8 +59,9 @@ import time
 
 import yaml
 
-from pipeline.config import ConfigError, build_config, load_config, load_yaml
+from pipeline.config import build_config, load_config, load_yaml
 from pipeline.console import cli
+from pipeline.errors import ConfigError, RunFailed
 from pipeline.storage.rundir import changed_keys
 from tuning.hypermodel import (
     TUNED_KEYS,
@@ -521,7 +522,7 @@ def main(argv=None):
     with _environ(_distributed_env(args)):
         result = search(config, search_dir, overwrite=args.overwrite, command_args=_command_args(args))
     if result is not None and result.best is None:
-        raise cli.RunFailed("no trial of the search completed (see the table above): widen or move the ranges")
+        raise RunFailed("no trial of the search completed (see the table above): widen or move the ranges")
     if args.train_best and result is not None:
         from pipeline.training.run import train
 

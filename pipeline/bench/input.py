@@ -24,8 +24,8 @@ import statistics
 import tempfile
 import time
 
-from pipeline.config import ConfigError
 from pipeline.console import cli
+from pipeline.errors import ConfigError
 
 # Training images/s of the paper's network on one fast GPU (an H200, bfloat16: about 21,700): the rate an
 # input pipeline must keep up with.

@@ -11,10 +11,10 @@ Exit status of every command (`pipeline.train`, `evaluate`, `predict`, `export`,
          unreadable, or not what it should be; a directory that is not ours
     130  interrupted (Ctrl-C)
 
-Errors a user can cause are raised as `UserError` subclasses (`ConfigError`
-and its kin: status 2; `RunFailed`: status 1) with a message of the form
-"<what>: <what to do>"; `command` prints it as `error: <message>`. Errors
-that are not the user's (bugs) keep their traceback.
+Errors a user can cause are raised as `pipeline.errors.UserError` subclasses
+(`ConfigError` and its kin: status 2; `RunFailed`: status 1) with a message of
+the form "<what>: <what to do>"; `command` prints it as `error: <message>`.
+Errors that are not the user's (bugs) keep their traceback.
 
 This module does not import TensorFlow.
 """
@@ -23,25 +23,16 @@ import argparse
 import functools
 import sys
 
+from pipeline.errors import ConfigError, RunFailed, UserError
+
 USAGE = 2
 FAILED = 1
 INTERRUPTED = 130
 
 
-class UserError(Exception):
-    """A failure the user can fix; the message says what happened and what to do."""
-
-    exit_status = USAGE
-
-
-class ConfigError(UserError, ValueError):
-    """A config or argument that cannot be run; the message names the dotted key or the argument."""
-
-
-class RunFailed(UserError, RuntimeError):
-    """The run started and could not finish."""
-
-    exit_status = FAILED
+def exit_status(exc):
+    """The exit status of a `UserError`: FAILED for a run that started and failed, else USAGE."""
+    return FAILED if isinstance(exc, RunFailed) else USAGE
 
 
 def _tensorflow_error(exc):
@@ -62,7 +53,7 @@ def report(exc):
     """The exit status for `exc`, after printing its one-line error; None for an error that is a bug."""
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_status
+        return exit_status(exc)
     if isinstance(exc, KeyboardInterrupt):
         print("error: interrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return INTERRUPTED

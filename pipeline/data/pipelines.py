@@ -15,10 +15,10 @@ import pathlib
 
 import tensorflow as tf
 
-from pipeline.config import ConfigError
 from pipeline.data.augment import EvalTransform, TrainTransform
 from pipeline.data.decode import skip_undecodable
 from pipeline.data.sources import load_source
+from pipeline.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

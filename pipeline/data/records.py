@@ -20,9 +20,9 @@ whole (`pipeline.storage.files.replace_directory`), under a lock beside it.
 import json
 import pathlib
 
-from pipeline.config import ConfigError
 from pipeline.console.progress import Progress
 from pipeline.data.splits import DataError, Source
+from pipeline.errors import ConfigError
 from pipeline.storage.files import (
     atomic_write_text,
     check_ours,

@@ -7,7 +7,7 @@ from __future__ import (
 import dataclasses
 from typing import Optional
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 
 class DataError(ConfigError):

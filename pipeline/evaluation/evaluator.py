@@ -9,7 +9,7 @@ import json
 import math
 import pathlib
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.evaluation.pictures import NEIGHBOUR_POOL
 from pipeline.storage.rundir import (
     CONFIG_FILE,

@@ -4,7 +4,7 @@ TensorBoard images (what `pipeline.evaluation.figures` draws)."""
 import os
 import pathlib
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.storage.rundir import EVAL_LOGS_DIR, FIGURES_DIR, LOGS_DIR
 
 # Training images searched for the nearest neighbours: enough to find look-alikes, few enough for ImageNet.

@@ -7,8 +7,8 @@ views (paper, section 4.1).
 
 import time
 
-from pipeline.config import ConfigError
 from pipeline.console.progress import is_terminal
+from pipeline.errors import ConfigError
 from pipeline.evaluation import references
 
 # View of a ten-crop stack shown in the pictures: the centre patch (`pipeline.data.augment.ten_crops`).

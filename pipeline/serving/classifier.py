@@ -8,7 +8,7 @@ error of its own; the others are still classified.
 import pathlib
 import re
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.storage.rundir import SAVED_MODEL_DIR
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")

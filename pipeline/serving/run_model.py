@@ -2,7 +2,7 @@
 
 import pathlib
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.storage.rundir import CONFIG_FILE, KERAS_FILE, LABELS_FILE
 
 

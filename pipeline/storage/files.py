@@ -18,7 +18,8 @@ import os
 import pathlib
 import shutil
 
-from pipeline.config import ConfigError, build_config, load_yaml
+from pipeline.config import build_config, load_yaml
+from pipeline.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"  # what makes a run or a search directory recognisably ours
 

@@ -22,7 +22,8 @@ exports again); a kill after it leaves a finished run.
 import json
 import pathlib
 
-from pipeline.config import ConfigError, build_config, config_fingerprint, load_yaml
+from pipeline.config import build_config, config_fingerprint, load_yaml
+from pipeline.errors import ConfigError
 from pipeline.storage.files import (
     CONFIG_FILE,
     DirectoryError,

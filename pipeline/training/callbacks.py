@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_defs import keras_private
-from pipeline.console.cli import RunFailed
+from pipeline.errors import RunFailed
 from pipeline.evaluation import references
 
 # TensorBoard image tag of the first training batch (in the `train` run).

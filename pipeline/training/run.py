@@ -11,7 +11,7 @@ import pathlib
 import shutil
 import tempfile
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.storage.rundir import BACKUP_DIR, LOGS_DIR, RunDir
 
 

@@ -28,7 +28,7 @@ import json
 import os
 import re
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 # The strategy must exist before TensorFlow initialises its devices (collective
 # ops are configured at start-up): callers create it before any other TF work.

@@ -4,7 +4,8 @@ import pytest
 
 from model_defs.alexnet import build_alexnet
 from pipeline import benchmark
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
+
 
 @pytest.fixture(scope="module")
 def paper_models():

@@ -5,7 +5,8 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
 from tuning.hypermodel import (
     AlexNetHyperModel,
     apply_values,

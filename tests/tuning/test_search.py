@@ -20,7 +20,8 @@ import tensorflow as tf
 import yaml
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from pipeline.config import ConfigError, config_fingerprint, load_config
+from pipeline.config import config_fingerprint, load_config
+from pipeline.errors import ConfigError
 from tests.helpers.runs import project_env, scalars
 from tuning import search
 from tuning.hypermodel import override_tree

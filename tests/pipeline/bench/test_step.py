@@ -9,7 +9,8 @@ import pytest
 
 from model_defs.alexnet import build_alexnet
 from pipeline.bench import step
-from pipeline.console.cli import ConfigError
+from pipeline.console import cli
+from pipeline.errors import ConfigError
 from tests.helpers.runs import project_env
 
 
@@ -21,7 +22,7 @@ def test_default_grid_is_the_papers_network_in_both_precisions_batches_and_group
     assert step.parse_args(["--groups", "1"]).grouped_conv == ["towers"]  # one tower has no form
     with pytest.raises(ConfigError, match="--image-size must be at least 64 for AlexNet, got 32") as stop:
         step.parse_args(["--image-size", "32"])
-    assert stop.value.exit_status == 2 and "python -m pipeline.benchmark --backend BACKEND --help" in str(stop.value)
+    assert cli.exit_status(stop.value) == 2 and "python -m pipeline.benchmark --backend BACKEND --help" in str(stop.value)
 
 
 TINY = ["--image-size", "64", "--fc-units", "16", "--num-classes", "4", "--steps", "1", "--warmup", "0",

@@ -13,8 +13,8 @@ from pipeline import (
     prepare,
     train,
 )
-from pipeline.config import ConfigError
 from pipeline.console import cli
+from pipeline.errors import ConfigError, RunFailed
 from tests.helpers.runs import ROOT, make_run, project_env
 from tuning import search
 
@@ -33,7 +33,7 @@ def test_command_maps_user_errors_to_their_status(capsys):
         return main()
 
     assert raising(ConfigError("train.epochs: must be positive: fix it")) == 2
-    assert raising(cli.RunFailed("the loss became nan: lower the rate")) == 1
+    assert raising(RunFailed("the loss became nan: lower the rate")) == 1
     assert raising(KeyboardInterrupt()) == 130
     assert raising(PermissionError(13, "Permission denied", "/runs/x")) == 1
     err = capsys.readouterr().err.splitlines()

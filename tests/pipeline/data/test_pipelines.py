@@ -124,8 +124,8 @@ def test_large_whole_decoded_images_are_skipped_and_counted(tmp_path, capfd):
 def test_cache_auto_caches_what_fits_and_streams_the_rest():
     import dataclasses
 
-    from pipeline.config import ConfigError
     from pipeline.data.pipelines import cache_decision
+    from pipeline.errors import ConfigError
 
     source = load_source(data_config(), 0)  # digits: 1,438 training images
     small = dataclasses.replace(source, train_bytes=1_000)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, load_config
 from pipeline.data.pipelines import eval_pipeline
 from pipeline.data.sources import load_source
+from pipeline.errors import ConfigError
 from pipeline.evaluation import evaluator
 from pipeline.evaluation.ten_crop import TenCropValidation
 from pipeline.training import run as training_run

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from pipeline import train
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
 from pipeline.training import run as training_run
 from pipeline.training import strategy
 from tests.helpers.runs import (
