@@ -10,6 +10,7 @@ so a bad config fails in a fraction of a second.
 import copy
 import pathlib
 import re
+import reprlib
 from typing import Literal, Optional, Union
 
 import yaml
@@ -45,9 +46,62 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader, node, deep=False):
+    """A YAML mapping; a key given twice is an error (YAML forbids it; PyYAML would keep the last)."""
+    loader.flatten_mapping(node)
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})"
+            )
+        if isinstance(key, (str, int, float, bool)):
+            seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+# A config is a few hundred values in a few kilobytes; YAML aliases can make a few bytes stand for
+# billions of values, and a file of megabytes takes PyYAML seconds to read.
+MAX_VALUES = 10_000
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _count_values(data, limit):
+    """How many values `data` holds once every alias is expanded, counting up to `limit` + 1 at most."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
+def yaml_problem(exc):
+    """One line for a YAML error: what is wrong and where (line and column), without the quoted source."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def read_yaml(text):
-    """Parses YAML text with `_Loader` (safe, exponent floats as numbers)."""
-    return yaml.load(text, Loader=_Loader)
+    """Parses YAML text with `_Loader` (safe, exponent floats as numbers, no duplicate keys).
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML, repeats a key, or stands for
+            more than MAX_VALUES values once its aliases are expanded.
+    """
+    data = yaml.load(text, Loader=_Loader)
+    if _count_values(data, MAX_VALUES) > MAX_VALUES:
+        raise yaml.YAMLError(f"more than {MAX_VALUES:,} values (aliases expanded): not a config")
+    return data
 
 
 # LRN constants cuDNN accepts (cudnnSetLRNDescriptor; TensorFlow's GPU LRN): odd n
@@ -61,8 +115,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class _Section(BaseModel):
-    # strict: "64" is not an int and 1 is not a bool; extra keys are errors.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: "64" is not an int and 1 is not a bool; extra keys are errors; nan and inf are not numbers here.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     def derive(self, updates):
         """A validated copy with some values changed: the one way to make a config from another.
@@ -342,18 +396,35 @@ class Config(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+# Errors name their keys; a bad value is quoted as a short excerpt, and a flood of errors is cut short.
+MAX_ERRORS = 10
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 2, 60, 60
+_EXCERPT.maxdict = _EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxset = 4
+
+
+def excerpt(value):
+    """A short, one-line rendering of any value (at most about 80 characters)."""
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _format_errors(error: ValidationError):
     lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+    items = error.errors()
+    for item in items[:MAX_ERRORS]:
+        key = ".".join(excerpt(part) if not isinstance(part, (str, int)) else str(part) for part in item["loc"])
+        key = excerpt(key).strip("'") if len(key) > 80 else key or "<top level>"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         message = message.removeprefix("Value error, ")
         got = item.get("input")
         if item["type"] != "extra_forbidden" and not isinstance(got, dict):
-            message += f" (got {got!r})"
+            message += f" (got {excerpt(got)})"
         lines.append(f"{key}: {message}")
+    if len(items) > MAX_ERRORS:
+        lines.append(f"and {len(items) - MAX_ERRORS} more errors")
     return "; ".join(lines)
 
 
@@ -377,11 +448,15 @@ def parse_override(text):
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set expects key=value with a dotted key, got {text!r}")
+        raise ConfigError(f"--set expects key=value with a dotted key, got {excerpt(text)}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"--set {excerpt(text)}: not UTF-8 text; give the value in UTF-8") from None
     try:
         value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+        raise ConfigError(f"{excerpt(key)}: value {excerpt(raw)} is not valid YAML ({yaml_problem(exc)})") from None
     nested = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
@@ -394,9 +469,21 @@ def load_yaml(path):
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = read_yaml(path.read_text())
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1000} kB: not a config file")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}): a config file is YAML in UTF-8; save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

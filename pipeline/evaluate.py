@@ -28,9 +28,10 @@ import pathlib
 import sys
 
 from pipeline.console import cli
+from pipeline.errors import ConfigError
 from pipeline.evaluation.evaluator import SPLITS, evaluate_run
 from pipeline.evaluation.pictures import NEIGHBOUR_POOL
-from pipeline.storage.rundir import EVAL_LOGS_DIR, LOGS_DIR, eval_result_path
+from pipeline.storage.rundir import EVAL_LOGS_DIR, LOGS_DIR, eval_result_path, lock_run
 
 
 def parse_args(argv=None):
@@ -69,10 +70,14 @@ def main(argv=None):
     from pipeline.evaluation.scoring import format_table
 
     args = parse_args(argv)
-    figures = evaluate_run(
-        args.run_dir, args.split, args.crops, args.batch_size, args.set,
-        pictures=args.pictures, neighbour_pool=args.neighbour_pool,
-    )
+    if not args.run_dir.is_dir():
+        raise ConfigError(f"run directory not found: {args.run_dir}")
+    # It writes into the run (results, pictures, logs): one process at a time, as for training and export.
+    with lock_run(args.run_dir, what="run directory"):
+        figures = evaluate_run(
+            args.run_dir, args.split, args.crops, args.batch_size, args.set,
+            pictures=args.pictures, neighbour_pool=args.neighbour_pool,
+        )
     print(format_table(figures))
     print(f"Wrote {eval_result_path(args.run_dir, args.split, args.crops)} and {args.run_dir / LOGS_DIR / EVAL_LOGS_DIR}")
     for name in figures["figure_files"]:

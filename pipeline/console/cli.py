@@ -23,7 +23,7 @@ import argparse
 import functools
 import sys
 
-from pipeline.errors import ConfigError, RunFailed, UserError
+from pipeline.errors import ConfigError, RunFailed, UserError, is_disk_full
 
 USAGE = 2
 FAILED = 1
@@ -57,6 +57,12 @@ def report(exc):
     if isinstance(exc, KeyboardInterrupt):
         print("error: interrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return INTERRUPTED
+    if is_disk_full(exc):
+        where = getattr(exc, "filename", None)
+        where = f"{where}: " if where else ""
+        print(f"error: {where}no space left on the device: free some space, then run the same command again",
+              file=sys.stderr)
+        return FAILED
     if isinstance(exc, MemoryError):
         print("error: out of memory: lower train.batch_size, or set data.cache: false", file=sys.stderr)
         return FAILED

@@ -5,14 +5,20 @@ Only TensorFlow is needed: no project code runs inside the model (see
 error of its own; the others are still classified.
 """
 
+import os
 import pathlib
 import re
+import stat
 
+from pipeline.console.text import printable
 from pipeline.errors import ConfigError
+from pipeline.storage.files import is_regular_file
 from pipeline.storage.rundir import SAVED_MODEL_DIR
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 DEFAULT_BATCH = 32
+# The largest file read as an image: far above any photograph, far below what would exhaust memory.
+MAX_FILE_BYTES = 256 * 2**20
 
 
 class UsageError(ConfigError):
@@ -57,23 +63,43 @@ def expand_inputs(paths):
         if path.is_dir():
             files += sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and is_regular_file(p)
             )
         else:
             files.append(path)
     return files
 
 
-def _read(path):
-    """(bytes, None) for a readable non-empty file, else (None, error message)."""
+def _read(path, limit=MAX_FILE_BYTES):
+    """(bytes, None) for a readable, non-empty regular file of at most `limit` bytes, else (None, error message).
+
+    Opened without blocking and checked before reading: a FIFO, a device
+    (a link to /dev/zero), a directory or a huge file gets its error, and the
+    other files are still classified.
+    """
     try:
-        data = path.read_bytes()
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None, "no such file"
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO, device or socket"
+            return None, f"not a regular file ({kind}): not read"
+        if info.st_size > limit:
+            return None, f"{info.st_size:,} bytes, more than an image file may have ({limit:,}): not read"
+        with os.fdopen(os.dup(handle), "rb") as reader:
+            data = reader.read(limit + 1)
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    finally:
+        os.close(handle)
     if not data:
         return None, "empty file, not an image"
+    if len(data) > limit:
+        return None, f"more than {limit:,} bytes, more than an image file may have: not read"
     return data, None
 
 
@@ -161,7 +187,7 @@ class Classifier:
                 # Flush first, so results come out in the order the files were given.
                 yield from self._run(pending, top)
                 pending = []
-                yield {"file": str(path), "error": error}
+                yield {"file": printable(path), "error": error}
                 continue
             pending.append((path, data))
             if len(pending) == batch_size:
@@ -176,7 +202,7 @@ class Classifier:
             rows = self.probabilities([data for _, data in batch])
         except self._tf.errors.InvalidArgumentError as exc:
             if len(batch) == 1:
-                yield {"file": str(batch[0][0]), "error": _decode_error(exc)}
+                yield {"file": printable(batch[0][0]), "error": _decode_error(exc)}
                 return
             for item in batch:
                 yield from self._run([item], top)
@@ -184,7 +210,7 @@ class Classifier:
         for (path, _), row in zip(batch, rows):
             order = sorted(range(len(row)), key=lambda i: -row[i])[:top]
             yield {
-                "file": str(path),
+                "file": printable(path),
                 "top": [
                     {"class": self.class_names[i], "index": int(i), "probability": float(row[i])} for i in order
                 ],

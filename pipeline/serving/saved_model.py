@@ -22,7 +22,17 @@ top5_names (string [N, k]) and top5_probabilities (float32 [N, k]).
 """
 
 import pathlib
+import shutil
 
+from pipeline.errors import is_disk_full
+from pipeline.storage.files import (
+    check_free_space,
+    disk_full,
+    recover_directory,
+    replace_directory,
+    staging_path,
+)
+from pipeline.storage.models import model_bytes, save_keras
 from pipeline.storage.rundir import KERAS_FILE, SAVED_MODEL_DIR
 
 ENDPOINTS = ("serving_default", "serve_preprocessed", "class_names")
@@ -59,11 +69,6 @@ def export_saved_model(model, path, class_names, image_size, resize, max_pixels=
 
     from pipeline.data import decode
     from pipeline.data.augment import EvalTransform
-    from pipeline.storage.files import (
-        recover_directory,
-        replace_directory,
-        staging_path,
-    )
 
     path = pathlib.Path(path)
     class_names = [str(name) for name in class_names]
@@ -129,7 +134,14 @@ def export_saved_model(model, path, class_names, image_size, resize, max_pixels=
     if repaired:
         print(f"{path}: {repaired}")
     staging = staging_path(path)
-    archive.write_out(str(staging), verbose=False)
+    check_free_space(staging, model_bytes(model, optimizer=False))
+    try:
+        archive.write_out(str(staging), verbose=False)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full(path) from None
+        raise
     replace_directory(staging, path)
     return path
 
@@ -149,8 +161,7 @@ def export_run(model, run_dir, config, class_names):
     run_dir = pathlib.Path(run_dir)
     written = []
     if config.export.keras:
-        model.save(run_dir / KERAS_FILE)
-        written.append(run_dir / KERAS_FILE)
+        written.append(save_keras(model, run_dir / KERAS_FILE))
     if config.export.saved_model:
         written.append(
             export_saved_model(

@@ -1,12 +1,15 @@
 """Files and directories written so that nothing is lost.
 
-- `atomic_write_text`: a file is replaced whole or not at all (temporary file, fsync, rename).
+- `atomic_output` / `atomic_write_text`: a file is replaced whole or not at all (temporary name beside it,
+  fsync, rename); a full disk ends in `DiskFull` naming the file, never in half a file under its name.
 - `replace_directory` / `recover_directory`: a directory (a SavedModel, a prepared dataset) is
   written beside its place and swapped in; at every instant the complete old or the complete
   new one is on disk, and a killed swap is repaired by the next run.
-- `locked`: an exclusive lock, so two processes never write one directory.
+- `DirectoryLock`: an exclusive lock on a directory itself (its inode, whatever path or symbolic
+  link names it), so two processes never write one directory; `locked`: a lock beside a
+  directory that is swapped whole.
 - `check_ours` / `remove_entries`: `--overwrite` deletes only a directory this project wrote,
-  and only the entries it writes.
+  holding nothing but what it writes, at every depth.
 """
 
 import contextlib
@@ -17,20 +20,77 @@ import fnmatch
 import os
 import pathlib
 import shutil
+import stat
 
 from pipeline.config import build_config, load_yaml
-from pipeline.errors import ConfigError
+from pipeline.console.text import printable
+from pipeline.errors import ConfigError, DiskFull, is_disk_full
 
 CONFIG_FILE = "config.yaml"  # what makes a run or a search directory recognisably ours
+TEMPORARY_PREFIX = ".tmp-"  # files being written: `.tmp-<final name>` beside their final name
 
 
 class DirectoryError(ConfigError):
     """A directory cannot be used as asked: busy, finished, another config, a file, or not ours (exit status 2)."""
 
 
-def strangers(path, entries):
-    """The names in directory `path` that match none of the glob patterns `entries`, sorted."""
-    return sorted(e.name for e in os.scandir(path) if not any(fnmatch.fnmatchcase(e.name, p) for p in entries))
+# --- What a directory of ours holds -------------------------------------------------------------
+#
+# A tree is a dict {glob pattern: kind}: FILE matches a regular file, ANY anything (a file, or a
+# directory with whatever is inside: a SavedModel, a profile), and a dict a directory holding only
+# what that dict describes. A symbolic link matches nothing: the project writes none.
+
+FILE = "file"
+ANY = "any"
+TEMPORARY = {f"{TEMPORARY_PREFIX}*": FILE}
+
+
+def tensorboard_tree():
+    """What a TensorBoard log directory holds: event files, in sub-directories of any name, and profiles."""
+    tree = {"events.out.tfevents.*": FILE, "plugins": ANY}
+    tree["*"] = tree  # runs (train, validation, eval, a trial's execution0, ...) at any depth
+    return tree
+
+
+def _kind_matches(entry, kind):
+    if entry.is_symlink():
+        return False
+    if kind == ANY:
+        return True
+    if kind == FILE:
+        return entry.is_file(follow_symlinks=False)
+    return entry.is_dir(follow_symlinks=False)
+
+
+def _as_tree(entries):
+    """A tree from a tree, or from a flat sequence of patterns (each a file or anything at the top level)."""
+    return entries if isinstance(entries, dict) else {pattern: ANY for pattern in entries}
+
+
+def strangers(path, entries, limit=None):
+    """Paths (relative to `path`, sorted) in directory `path` that its tree `entries` does not describe.
+
+    Args:
+        path: an existing directory.
+        entries: a tree (see above) or a sequence of glob patterns of top-level names.
+        limit: stop after this many (None: all).
+    """
+    found = []
+    tree = _as_tree(entries)
+
+    def visit(folder, tree, prefix):
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            kind = next((k for p, k in tree.items() if fnmatch.fnmatchcase(entry.name, p) and _kind_matches(entry, k)),
+                        None)
+            if kind is None:
+                found.append(prefix + entry.name)
+            elif isinstance(kind, dict):
+                visit(entry.path, kind, f"{prefix}{entry.name}/")
+            if limit is not None and len(found) >= limit:
+                return
+
+    visit(path, tree, "")
+    return found[:limit] if limit is not None else found
 
 
 def _listing(names, limit=5):
@@ -42,12 +102,12 @@ def check_ours(path, entries, what, config_file=CONFIG_FILE):
     """Refuses to let `--overwrite` touch a directory this project did not write.
 
     A directory qualifies when it is empty, or when its `config_file` parses as
-    this project's config and every entry matches `entries` (the names such a
-    directory holds). Anything else might be a user's files.
+    this project's config and every entry, at every depth, is one that `entries`
+    describes (what such a directory holds). Anything else might be a user's files.
 
     Args:
         path: an existing path.
-        entries: glob patterns of the names `what` writes.
+        entries: the tree of what `what` writes (see `strangers`).
         what: "run", "search" or "prepared dataset", for the message.
         config_file: the file that must parse as a config (None: no such file).
 
@@ -57,7 +117,7 @@ def check_ours(path, entries, what, config_file=CONFIG_FILE):
     path = pathlib.Path(path)
     if not path.is_dir():
         raise DirectoryError(f"{path} is a file, not a directory: choose another directory")
-    names = sorted(e.name for e in os.scandir(path))
+    names = sorted(printable(e.name) for e in os.scandir(path))
     if not names:
         return
     refuse = (
@@ -71,41 +131,149 @@ def check_ours(path, entries, what, config_file=CONFIG_FILE):
             build_config(load_yaml(path / config_file))
         except ConfigError:
             raise DirectoryError(f"{refuse} ({config_file} is not a config of this project)") from None
-    others = strangers(path, entries)
+    others = strangers(path, entries, limit=6)
     if others:
         raise DirectoryError(
-            f"{path} holds files that no {what} of this project writes ({_listing(others)}); they are left "
-            f"untouched: move them out, or choose another directory"
+            f"{path} holds files that no {what} of this project writes ({_listing([printable(o) for o in others])}); "
+            "they are left untouched: move them out, or choose another directory"
         )
 
 
 def remove_entries(path, entries):
-    """Deletes the entries of directory `path` that match the glob patterns `entries`; others stay."""
+    """Deletes the top-level entries of directory `path` that `entries` describes; others stay."""
+    tree = _as_tree(entries)
     for entry in os.scandir(path):
-        if any(fnmatch.fnmatchcase(entry.name, p) for p in entries):
+        if any(fnmatch.fnmatchcase(entry.name, p) and _kind_matches(entry, k) for p, k in tree.items()):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
 
 
+# --- Locks --------------------------------------------------------------------------------------
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory itself: `flock` on an open handle of it.
+
+    The lock belongs to the directory, not to the path that named it: a
+    symbolic link, `..` or a relative path to the same directory meet the same
+    lock. Nothing is written to take it, and the kernel releases it when the
+    process dies (kill -9 included). A directory that does not exist yet is
+    created (with its missing parents) to be locked; `release(remove_created=True)`
+    removes again those that were created and are still empty.
+
+    Args:
+        path: the directory; a dangling symbolic link is refused.
+        busy_message: the error when another process holds the lock.
+    """
+
+    def __init__(self, path, busy_message):
+        self.path = pathlib.Path(path)
+        self.busy_message = busy_message
+        self.created = []
+        self._handle = None
+
+    def acquire(self):
+        """Takes the lock, creating the directory if needed.
+
+        Raises:
+            DirectoryError: another process holds it, or the path is a file or a dangling link.
+        """
+        if self.path.is_symlink() and not self.path.exists():
+            raise DirectoryError(
+                f"{self.path} is a symbolic link to {os.readlink(self.path)}, which does not exist: "
+                "create that directory, or choose another"
+            )
+        while True:
+            self._make()
+            handle = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(handle)
+                raise DirectoryError(self.busy_message) from None
+            # A holder that removed the directory as it let go leaves this handle on a deleted one: again.
+            try:
+                same = os.path.samestat(os.fstat(handle), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._handle = handle
+                return self
+            os.close(handle)
+
+    def _make(self):
+        missing = []
+        for folder in [self.path, *self.path.parents]:
+            if folder.exists() or folder.is_symlink():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+                self.created.append(folder)
+            except FileExistsError:
+                pass
+        if not self.path.is_dir():
+            raise DirectoryError(f"{self.path} is a file, not a directory: choose another directory")
+
+    def release(self, remove_created=False):
+        """Lets go of the lock; with remove_created, first removes the directories it created that are still empty."""
+        if self._handle is None:
+            return
+        if remove_created:
+            for folder in reversed(self.created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        os.close(self._handle)
+        self._handle = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def lock_file_for(target):
+    """The lock file of a directory that is swapped whole: `.<name>.lock` beside it, its path resolved."""
+    target = pathlib.Path(os.path.realpath(target))
+    return target.with_name(f".{target.name}.lock")
+
+
 def take_lock(lock_path, busy_message):
-    """An exclusive, non-blocking lock on `lock_path` (created if needed); the open handle holds it.
+    """An exclusive, non-blocking lock on the file `lock_path` (created if needed); the open handle holds it.
+
+    `release_lock` deletes the file again, so a lock leaves nothing behind; a
+    process that opened the file just before it was deleted notices and retries.
 
     Raises:
         DirectoryError: another process holds it (`busy_message`).
     """
-    handle = open(lock_path, "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock_path = pathlib.Path(lock_path)
+    while True:
+        handle = open(lock_path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise DirectoryError(busy_message) from None
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
         handle.close()
-        raise DirectoryError(busy_message) from None
-    return handle
 
 
 def release_lock(handle):
     if handle is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle.name)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
@@ -120,11 +288,12 @@ def locked(lock_path, busy_message):
         release_lock(handle)
 
 
-# Atomic replacement of a directory: a new SavedModel or prepared dataset is
-# written completely into a staging directory beside its target, then swapped
-# in. Linux swaps the two names in one step (renameat2 with RENAME_EXCHANGE);
-# elsewhere the old one is first renamed aside (`.<name>.old`), and
-# `recover_directory` puts it back if a kill came between the two renames.
+# --- Directories swapped whole -------------------------------------------------------------------
+#
+# A new SavedModel or prepared dataset is written completely into a staging directory beside its
+# target, then swapped in. Linux swaps the two names in one step (renameat2 with RENAME_EXCHANGE);
+# elsewhere the old one is first renamed aside (`.<name>.old`), and `recover_directory` puts it
+# back if a kill came between the two renames.
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -187,6 +356,8 @@ def replace_directory(staging, target):
 def recover_directory(target):
     """Repairs what a killed `replace_directory` left: the old version back in place, leftovers removed.
 
+    Call it holding the lock that guards `target`.
+
     Returns:
         A line saying what was repaired, or None when there was nothing to do.
     """
@@ -205,6 +376,9 @@ def recover_directory(target):
     return "; ".join(done) or None
 
 
+# --- Files written whole ------------------------------------------------------------------------
+
+
 def fsync_path(path):
     """Flushes a file (or a directory's entries) to disk."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
@@ -215,15 +389,77 @@ def fsync_path(path):
         os.close(handle)
 
 
-def atomic_write_text(path, text):
-    """Writes text to path through a temporary file and a rename: never half a file.
+def temporary_path(path):
+    """Where `path` is written before it is renamed into place: `.tmp-<name>` beside it (same suffixes)."""
+    path = pathlib.Path(path)
+    return path.with_name(f"{TEMPORARY_PREFIX}{path.name}")
+
+
+def disk_full(path, free=None):
+    """The `DiskFull` error for `path`: names the file, says there is no space left and what to do."""
+    path = pathlib.Path(path)
+    if free is None:
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent).free
+    left = f" ({free / 1e6:.1f} MB free)" if free is not None else ""
+    return DiskFull(
+        f"{path}: no space left on the device{left}: free some space (or choose a run directory on another "
+        "disk), then run the same command again; nothing was written under this name"
+    )
+
+
+def check_free_space(path, needed):
+    """Raises `DiskFull` for `path` when its file system has less than `needed` bytes free (plus a margin).
+
+    Some writers (h5py) crash the process instead of reporting a full disk, so
+    a large file is checked for before it is written.
+    """
+    free = shutil.disk_usage(pathlib.Path(path).parent).free
+    if free < needed * 1.05 + 2**20:
+        raise disk_full(path, free)
+
+
+@contextlib.contextmanager
+def atomic_output(path, needed=None):
+    """Yields a temporary path beside `path` to write; on success it replaces `path` whole.
 
     The file is flushed before the rename and the directory after it, so a
-    crash leaves either the old content or the new one.
+    crash leaves either the old content or the new one under `path`. On any
+    failure the temporary file is removed; a full disk becomes `DiskFull`.
+
+    Args:
+        path: the final file.
+        needed: bytes the file will take, checked against the free space first (None: not checked).
     """
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+    tmp = temporary_path(path)
+    try:
+        if needed is not None:
+            check_free_space(path, needed)
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFull) and is_disk_full(exc):
+            raise disk_full(path) from None
+        raise
+
+
+def atomic_write_text(path, text):
+    """Writes text (UTF-8) to path through a temporary file and a rename: never half a file."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def is_regular_file(path):
+    """Whether `path` names a regular file (after symbolic links): not a FIFO, a device or a directory."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

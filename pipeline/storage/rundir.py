@@ -1,9 +1,12 @@
 """The run directory: one place per experiment, its layout, safe against clobbering and concurrent use.
 
 runs/<name>/
-    config.yaml      resolved config, written before training starts
+    config.yaml      resolved config, written once the data has been found, before training starts
+    environment.json what each session of the run ran on: versions, devices, CPU flags, commit, command
     logs/            TensorBoard (logs/eval: the evaluations)
     backup/          the training state of an unfinished run (pipeline.training.backup.RunBackup)
+    history.csv      one row per finished epoch: every logged metric, learning rate, images/s, times
+    checkpoints/     best.keras: the model of the best epoch so far (train.checkpoint_monitor)
     model.keras      the trained Keras model
     saved_model/     the exported SavedModel
     labels.txt       class names, one per line, in class-index order
@@ -25,13 +28,16 @@ import pathlib
 from pipeline.config import build_config, config_fingerprint, load_yaml
 from pipeline.errors import ConfigError
 from pipeline.storage.files import (
+    ANY,
     CONFIG_FILE,
+    FILE,
+    TEMPORARY,
     DirectoryError,
+    DirectoryLock,
     atomic_write_text,
     check_ours,
-    release_lock,
     remove_entries,
-    take_lock,
+    tensorboard_tree,
 )
 
 METRICS_FILE = "metrics.json"
@@ -42,83 +48,102 @@ LOGS_DIR = "logs"
 EVAL_LOGS_DIR = "eval"  # under logs/
 BACKUP_DIR = "backup"
 FIGURES_DIR = "figures"
-LOCK_FILE = ".lock"
+HISTORY_FILE = "history.csv"
+ENVIRONMENT_FILE = "environment.json"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.keras"  # under checkpoints/
 
-# Everything a run writes into its directory (glob patterns). `--overwrite`
-# deletes a directory only when it holds nothing else; `discard_attempt` only these.
-RUN_ENTRIES = (
-    CONFIG_FILE, METRICS_FILE, LABELS_FILE, LOGS_DIR, BACKUP_DIR, "checkpoints", KERAS_FILE, SAVED_MODEL_DIR,
-    "eval_*.json", FIGURES_DIR, ".*.tmp", ".*.old",
-)  # fmt: skip
+# Everything a run writes into its directory, at every depth (`pipeline.storage.files.strangers`).
+# `--overwrite` deletes a directory only when it holds nothing else; `discard_attempt` only these.
+SAVED_MODEL_TREE = {
+    "saved_model.pb": FILE, "fingerprint.pb": FILE, "variables": {"variables.*": FILE}, "assets": ANY,
+}  # fmt: skip
+RUN_TREE = {
+    CONFIG_FILE: FILE, ENVIRONMENT_FILE: FILE, METRICS_FILE: FILE, LABELS_FILE: FILE, HISTORY_FILE: FILE,
+    KERAS_FILE: FILE, "eval_*.json": FILE, **TEMPORARY,
+    LOGS_DIR: tensorboard_tree(),
+    BACKUP_DIR: {"state.json": FILE, "ckpt-*.weights.h5": FILE, **TEMPORARY},
+    CHECKPOINTS_DIR: {BEST_CHECKPOINT: FILE, **TEMPORARY},
+    FIGURES_DIR: {"*.png": FILE, **TEMPORARY},
+    SAVED_MODEL_DIR: SAVED_MODEL_TREE,
+    f".{SAVED_MODEL_DIR}.tmp": ANY, f".{SAVED_MODEL_DIR}.old": ANY,
+}  # fmt: skip
 
 
 def eval_result_path(run_dir, split, crops):
-    """Where one evaluation's figures go: <run>/eval_<split>_<crops>.json."""
+    """Where one evaluation's results go: <run>/eval_<split>_<crops>.json."""
     return pathlib.Path(run_dir) / f"eval_{split}_{crops}.json"
+
+
+def lock_run(path, what="--run-dir"):
+    """A `DirectoryLock` on a run directory: one process at a time trains, exports or evaluates it."""
+    return DirectoryLock(
+        path,
+        f"{path} is in use by another process (a training run, an export or an evaluation of this run): "
+        f"wait for it to finish, or choose another {what}",
+    )
 
 
 class RunDir:
     """A run directory opened for training.
 
-    Use as a context manager: entering takes an exclusive lock (a second
-    process training into the same directory is refused) and, unless the run
-    is resumed, writes config.yaml.
+    Use as a context manager. Entering locks the directory (a second process
+    training, exporting or evaluating the same directory, under any path or
+    symbolic link, is refused) and checks what it holds. `begin()` deletes
+    the old run (with `overwrite`) and writes config.yaml (unless the run is
+    resumed); the trainer calls it once the data has been found, so that a
+    start that fails on its data writes nothing. A run that never began
+    leaves nothing behind: directories created for the lock are removed again.
 
     Args:
         path: the directory.
         config: the resolved `Config` of this run.
         overwrite: delete a finished (or differently configured) run first.
+        begin: call `begin()` on entering (False: the caller calls it).
     """
 
-    def __init__(self, path, config, overwrite=False):
+    def __init__(self, path, config, overwrite=False, begin=True):
         self.path = pathlib.Path(path)
         self.config = config
         self.overwrite = overwrite
         self.resumed = False
-        self._lock = None
+        self.begun = False
+        self._begin_on_enter = begin
+        self._lock = lock_run(self.path)
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        if self.path.exists() and not self.path.is_dir():
+            raise DirectoryError(f"{self.path} is a file, not a run directory: choose another --run-dir")
+        self._lock.acquire()
         try:
             self._check_existing()
-            self.path.mkdir(parents=True, exist_ok=True)
-            if not self.resumed:
-                atomic_write_text(self.path / CONFIG_FILE, self.config.to_yaml())
+            if self._begin_on_enter:
+                self.begin()
         except BaseException:
-            self._release_lock()
+            self._lock.release(remove_created=True)
             raise
         return self
 
     def __exit__(self, *exc):
-        self._release_lock()
+        self._lock.release(remove_created=not self.begun)
         return False
 
-    # The lock lives beside the run directory, so --overwrite can delete the
-    # directory while holding it.
-    @property
-    def lock_path(self):
-        return self.path.parent / f".{self.path.name}{LOCK_FILE}"
-
-    def _take_lock(self):
-        self._lock = take_lock(
-            self.lock_path,
-            f"{self.path} is in use by another training process: wait for it or choose another --run-dir",
-        )
-
-    def _release_lock(self):
-        release_lock(self._lock)
-        self._lock = None
+    def begin(self):
+        """Makes the directory this run's: the old run deleted (with overwrite), config.yaml written."""
+        if self.begun:
+            return
+        if self.overwrite and any(self.path.iterdir()):
+            remove_entries(self.path, RUN_TREE)
+        if not self.resumed:
+            atomic_write_text(self.path / CONFIG_FILE, self.config.to_yaml())
+        self.begun = True
 
     def _check_existing(self):
-        if self.path.exists() and not self.path.is_dir():
-            raise DirectoryError(f"{self.path} is a file, not a run directory: choose another --run-dir")
-        if not self.path.exists() or not any(self.path.iterdir()):
+        if not any(self.path.iterdir()):
             return
         if self.overwrite:
-            # Only a directory that is recognisably a run of this project is replaced.
-            check_ours(self.path, RUN_ENTRIES, "run")
-            remove_entries(self.path, RUN_ENTRIES)
+            # Only a directory that is recognisably a run of this project is replaced (by `begin`).
+            check_ours(self.path, RUN_TREE, "run")
             return
         if not (self.path / CONFIG_FILE).is_file():
             raise DirectoryError(
@@ -154,20 +179,20 @@ class RunDir:
                 f"{path} is not a config of this project ({exc}); choose another --run-dir"
             ) from None
 
-    def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE)):
+    def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE, ENVIRONMENT_FILE)):
         """Deletes what an earlier attempt left before its first backup (logs, exports).
 
         Used when an unfinished run has no backup and so trains from epoch 0
         again: stale TensorBoard events would otherwise draw two curves.
-        Only what a run writes (`RUN_ENTRIES`) is deleted.
+        Only what a run writes (`RUN_TREE`) is deleted.
 
         Args:
             keep: names in the run directory to leave alone.
         """
-        remove_entries(self.path, [p for p in RUN_ENTRIES if p not in keep])
+        remove_entries(self.path, {p: k for p, k in RUN_TREE.items() if p not in keep})
 
-    def write_metrics(self, figures):
-        atomic_write_text(self.path / METRICS_FILE, json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    def write_metrics(self, metrics):
+        atomic_write_text(self.path / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
     def write_labels(self, class_names):
         atomic_write_text(self.path / LABELS_FILE, "".join(f"{name}\n" for name in class_names))

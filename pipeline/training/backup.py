@@ -8,7 +8,8 @@ import time
 import keras
 
 from model_defs import keras_private
-from pipeline.storage.files import atomic_write_text, fsync_path
+from pipeline.storage.files import atomic_write_text
+from pipeline.storage.models import save_weights
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -130,8 +131,7 @@ class RunBackup(keras.callbacks.Callback):
         self._steps_since_save = 0
         self._saves += 1
         name = f"ckpt-{self._saves}.weights.h5"
-        self.model.save_weights(self.path / name, overwrite=True)
-        fsync_path(self.path / name)
+        save_weights(self.model, self.path / name)
         atomic_write_text(self.path / self.STATE_FILE, json.dumps(self.current_state(name), indent=1) + "\n")
         for stale in self.path.glob("ckpt-*.weights.h5"):
             if stale.name != name:

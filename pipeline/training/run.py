@@ -56,14 +56,14 @@ def _summary(figures, run_path):
 def _run_directory(run_dir, config, cluster, overwrite):
     """The chief's run directory, or a temporary one for the other workers."""
     if cluster.is_chief:
-        with RunDir(run_dir, config, overwrite=overwrite) as run:
+        with RunDir(run_dir, config, overwrite=overwrite, begin=False) as run:
             yield run
         return
     # Other workers go through the same motions (saving may need every
     # worker) in a directory nobody reads, deleted at the end.
     scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{config.name}-worker{cluster.task_index}-"))
     try:
-        with RunDir(scratch / "run", config) as run:
+        with RunDir(scratch / "run", config, begin=False) as run:
             yield run
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -137,7 +137,6 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
 
         t = config.train
         backup = RunBackup(run.sub(BACKUP_DIR), save_freq=t.backup_every_steps or "epoch")
-        _announce_resume(run, backup.read_state(), t.epochs)
         keras.utils.set_random_seed(config.seed)
         data, model, plan, callbacks, rate = _start(config, run, cluster, backup)
         print(_description(config, data, model, cluster, rate))
@@ -164,6 +163,9 @@ def _start(config, run, cluster, backup):
     with shared_listings():
         shard = (cluster.workers, cluster.task_index) if cluster.multi_worker else None
         data = build_datasets(config.data, t.batch_size, seed=config.seed, shard=shard)
+        # The data is there: only now does the run directory receive anything.
+        run.begin()
+        _announce_resume(run, backup.read_state(), t.epochs)
         if data.train_sharded:
             print(f"Worker {cluster.task_index} reads {data.train_size // cluster.workers} of the "
                   f"{data.train_size} training images each epoch")

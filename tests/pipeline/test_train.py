@@ -1,6 +1,7 @@
 """End-to-end runs of `python -m pipeline.train` on tiny synthetic data."""
 
 import fcntl
+import os
 import json
 
 import keras
@@ -102,18 +103,22 @@ def test_unfinished_run_with_another_config_is_refused(tmp_path):
         assert run.resumed
 
 
-def test_second_process_on_the_same_run_is_refused(tmp_path):
+def test_second_process_on_the_same_run_is_refused_under_any_name(tmp_path):
     config = load_config([], TINY)
     run_dir = tmp_path / "busy"
-    holder = RunDir(run_dir, config)
+    run_dir.mkdir()
+    (tmp_path / "link").symlink_to(run_dir)
     # Another process holds the lock (flock locks are per open file description).
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(holder.lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(DirectoryError, match="in use"):
-            with RunDir(run_dir, config):
-                pass
-    assert not run_dir.exists()
+    handle = os.open(run_dir, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        for path in (run_dir, tmp_path / "link", run_dir / ".." / "busy"):
+            with pytest.raises(DirectoryError, match="in use by another process"):
+                with RunDir(path, config):
+                    pass
+    finally:
+        os.close(handle)
+    assert list(run_dir.iterdir()) == []  # nothing written, no lock file
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])

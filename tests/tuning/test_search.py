@@ -23,8 +23,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from pipeline.config import config_fingerprint, load_config
 from pipeline.errors import ConfigError
 from tests.helpers.runs import project_env, scalars
-from tuning import search
-from tuning.hypermodel import override_tree
+from tuning import search, searchdir
+from tuning.space import override_tree
 
 # A tiny experiment: 32 synthetic 64x64 images, 10 classes, a narrow fc6/fc7.
 TINY = {
@@ -118,11 +118,11 @@ def test_resuming_with_another_search_space_is_refused(tmp_path):
     search_dir = tmp_path / "search"
     search_dir.mkdir()
     (search_dir / "config.yaml").write_text(config.to_yaml())
-    search.check_resumable(search_dir, load_config([write_experiment(tmp_path, tune={"max_trials": 9})]))
-    search.check_resumable(search_dir, load_config([write_experiment(tmp_path, train={"verbose": 2})]))
+    searchdir.check_resumable(search_dir, load_config([write_experiment(tmp_path, tune={"max_trials": 9})]))
+    searchdir.check_resumable(search_dir, load_config([write_experiment(tmp_path, train={"verbose": 2})]))
     changed = load_config([write_experiment(tmp_path, tune={"dropout": {"min": 0.1, "max": 0.2}})])
     with pytest.raises(ConfigError, match=r"holds a search with another config \(differs in: tune\.dropout\.max, tune\.dropout\.min\)"):
-        search.check_resumable(search_dir, changed)
+        searchdir.check_resumable(search_dir, changed)
 
 
 def test_table_lists_completed_trials_by_objective_then_the_rest():

@@ -1,0 +1,18 @@
+"""Text for the terminal and log files, whatever the bytes it comes from."""
+
+import os
+
+
+def printable(name):
+    """A path or name as one printable line: bytes that are not UTF-8 become \\x.. escapes, control characters too.
+
+    File names on Linux are bytes; Python hands undecodable ones on as surrogate
+    escapes, which a UTF-8 terminal or log cannot print.
+    """
+    if isinstance(name, bytes):
+        text = name.decode("utf-8", "backslashreplace")
+    else:
+        text = os.fsencode(str(name)).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
