@@ -8,9 +8,11 @@ at start-up, and shows the count as it goes.
 import contextlib
 import os
 import pathlib
+import sys
 
 import numpy as np
 
+from pipeline.console.text import printable
 from pipeline.data.splits import DataError
 
 # Files a folder source reads; the content decides the format, not the name.
@@ -21,11 +23,20 @@ def list_class_folders(root):
     """The sorted class sub-folder names of `root`.
 
     Raises:
-        DataError: when there are none.
+        DataError: when there are none, or one's name is not UTF-8 (class names are text: labels.txt, the
+            SavedModel's outputs).
     """
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise DataError(f"{root} has no class sub-folders; expected {root}/<class>/<image files>")
+    for name in classes:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"class folder {printable(os.path.join(root, name))}: its name is not UTF-8 text, and a class name "
+                "must be (labels.txt, the SavedModel's class names): rename the folder"
+            ) from None
     return classes
 
 
@@ -64,24 +75,51 @@ def list_images(root, classes):
 
 
 def _walk_images(root, classes):
+    """Image files (regular files with an image suffix, not hidden) under root/<class>/, sorted, with labels.
+
+    Anything else with an image suffix (a FIFO, a device, a link to one, a
+    folder) is left out and named in one warning: reading it could block or
+    never end.
+    """
     from pipeline.console.progress import Progress
 
-    paths, labels = [], []
-    progress = Progress(f"listing {root}", unit="files")  # 1.28 M ImageNet files take a while
+    paths, labels, others = [], [], []
+    progress = Progress(f"listing {printable(root)}", unit="files")  # 1.28 M ImageNet files take a while
     for label, name in enumerate(classes):
         folder = pathlib.Path(root) / name
         if not folder.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames.sort()
-            before = len(paths)
-            for filename in sorted(filenames):
-                if pathlib.Path(filename).suffix.lower() in IMAGE_EXTENSIONS and not filename.startswith("."):
-                    paths.append(os.path.join(dirpath, filename))
-                    labels.append(label)
-            progress.update(len(paths) - before)
+        before = len(paths)
+        for path, regular in _image_entries(folder):
+            if regular:
+                paths.append(path)
+                labels.append(label)
+            else:
+                others.append(path)
+        progress.update(len(paths) - before)
     progress.done()
+    if others:
+        shown = ", ".join(printable(p) for p in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        print(f"warning: skipping {len(others)} entries with an image suffix that are not regular files: {shown}",
+              file=sys.stderr)
     return paths, np.array(labels, np.int32)
+
+
+def _image_entries(folder):
+    """(path, is a regular file) of each entry with an image suffix under `folder`: files first, then sub-folders.
+
+    The order of `os.walk` with sorted names: a folder's files, then each of its
+    sub-folders (symbolic links to folders are not followed), recursively.
+    """
+    files, folders = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False):
+            folders.append(entry.path)
+        elif pathlib.Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and not entry.name.startswith("."):
+            files.append((entry.path, entry.is_file(follow_symlinks=True)))
+    yield from files
+    for path in folders:
+        yield from _image_entries(path)
 
 
 def estimated_bytes(paths, sample=2000):

@@ -20,6 +20,7 @@ Sources, chosen by `data.source` (`DataConfig.source_kind`):
                (`pipeline.data.records`).
 """
 
+import os
 import pathlib
 
 import numpy as np
@@ -100,6 +101,8 @@ def _files_dataset(paths, labels, shuffle_seed=None):
     def read(path, label):
         return tf.io.read_file(path), label, path
 
+    # As bytes: a file name need not be UTF-8 (Linux names are bytes; Python hands them on escaped).
+    paths = np.array([os.fsencode(path) for path in paths], dtype=object)
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     if shuffle_seed is not None:
         # Shuffling names, not images: the whole list, at no memory cost.
@@ -135,6 +138,13 @@ def folder_source(data_config, seed=0, shard=None):
     paths, labels = list_images(train_root, classes)
     if not paths:
         raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {train_root}/<class>/")
+    empty = [name for name, count in zip(classes, np.bincount(labels, minlength=len(classes))) if count == 0]
+    if empty:
+        raise DataError(
+            f"{train_root}: class folder(s) without image files: {', '.join(empty[:5])}"
+            f"{f' and {len(empty) - 5} more' if len(empty) > 5 else ''}; a class needs training images: "
+            "add images or remove the folder(s)"
+        )
     if val_root is not None:
         unknown = sorted(set(list_class_folders(val_root)) - set(classes))
         if unknown:
@@ -142,6 +152,11 @@ def folder_source(data_config, seed=0, shard=None):
         val_paths, val_labels = list_images(val_root, classes)
     else:
         train_idx, val_idx = _split(len(paths), data_config.validation_fraction)
+        if not len(train_idx):
+            raise DataError(
+                f"{train_root} holds {len(paths)} image file(s): none is left for training once "
+                f"data.validation_fraction ({data_config.validation_fraction}) is held out; add images"
+            )
         paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
         labels, val_labels = labels[train_idx], labels[val_idx]
     train_size = len(paths)
@@ -235,11 +250,19 @@ def load_source(data_config, seed=0, shard=None):
     """
     kind = data_config.source_kind
     if kind == "digits":
-        return digits_source(data_config)
-    if kind == "synthetic":
-        return synthetic_source(data_config, seed)
-    if kind == "folder":
-        return folder_source(data_config, seed, shard)
-    if kind == "records":
-        return records_source(data_config, seed)
-    return tfds_source(data_config, seed)
+        source = digits_source(data_config)
+    elif kind == "synthetic":
+        source = synthetic_source(data_config, seed)
+    elif kind == "folder":
+        source = folder_source(data_config, seed, shard)
+    elif kind == "records":
+        source = records_source(data_config, seed)
+    else:
+        source = tfds_source(data_config, seed)
+    if source.num_classes < 2:
+        raise DataError(
+            f"data.source {data_config.source!r} has {source.num_classes} class "
+            f"({', '.join(map(str, source.class_names)) or 'none'}): a classifier needs two or more, "
+            "and its top-1 error means nothing with one"
+        )
+    return source

@@ -10,6 +10,7 @@ import pathlib
 import re
 import stat
 
+from pipeline.console.native import filtered_native_stderr
 from pipeline.console.text import printable
 from pipeline.errors import ConfigError
 from pipeline.storage.files import is_regular_file
@@ -70,13 +71,14 @@ def expand_inputs(paths):
     return files
 
 
-def _read(path, limit=MAX_FILE_BYTES):
+def _read(path, limit=None):
     """(bytes, None) for a readable, non-empty regular file of at most `limit` bytes, else (None, error message).
 
     Opened without blocking and checked before reading: a FIFO, a device
     (a link to /dev/zero), a directory or a huge file gets its error, and the
-    other files are still classified.
+    other files are still classified. `limit` None: MAX_FILE_BYTES.
     """
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
         handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -161,8 +163,11 @@ class Classifier:
             tf.errors.InvalidArgumentError: when any of them cannot be decoded.
         """
         tf = self._tf
-        outputs = self.model.signatures["serving_default"](image_bytes=tf.constant(encoded, dtype=tf.string))
-        return outputs["probabilities"].numpy()
+        # A bad image fails the call with an error this class reports; TensorFlow's and libjpeg's own
+        # stderr lines about it would only repeat it.
+        with filtered_native_stderr():
+            outputs = self.model.signatures["serving_default"](image_bytes=tf.constant(encoded, dtype=tf.string))
+            return outputs["probabilities"].numpy()
 
     def classify(self, files, top=5, batch_size=DEFAULT_BATCH):
         """Top-k classes of each file, in the order given.

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_defs import keras_private
+from pipeline.data.splits import DataError
 from pipeline.errors import RunFailed
 from pipeline.evaluation import references
 
@@ -317,6 +318,29 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             "train.schedule.warmup_epochs and start again with --overwrite, or check the input data "
             "(the run's backup, if any, holds the last epoch that ended with a finite loss)."
         )
+
+
+class StopOnEmptyEpoch(keras.callbacks.Callback):
+    """Stops training with `DataError` when an epoch ends without a single training batch.
+
+    A training split whose every file is undecodable is skipped file by file
+    (each named in a warning) and leaves nothing to train on; the epoch would
+    end with no figures at all. Placed before the backup, it stops the run
+    before an empty epoch is recorded.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._batches == 0:
+            raise DataError(
+                f"epoch {epoch + 1} had no training batch: no training image could be decoded (the files are "
+                "named in the warnings above), or the training split is empty; check data.source"
+            )
 
 
 class ReleaseValidationIterator(keras.callbacks.Callback):

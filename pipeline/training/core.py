@@ -77,7 +77,7 @@ def _shard_policy(dataset, kind):
 def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs=None, verbose=1):
     """The callbacks of a training run, in the order they must run.
 
-    StopOnNaN first; the per-step learning-rate schedule; ten-crop validation
+    StopOnNaN and StopOnEmptyEpoch first; the per-step learning-rate schedule; ten-crop validation
     (with train.validation_crops: 10), which adds to the logs the others read;
     EpochStats, which adds the learning rate and images/s; then `logging`
     (TensorBoard and pictures for a run, KerasTuner's callbacks for a trial);
@@ -102,6 +102,7 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
     from pipeline.training.callbacks import (
         EpochStats,
         ReleaseValidationIterator,
+        StopOnEmptyEpoch,
         StopOnNaN,
     )
     from pipeline.training.schedules import PlateauSchedule, schedule_callbacks
@@ -120,6 +121,7 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
         backup.stateful.update({"plateau": c for c in plateau})
     return [
         StopOnNaN(),
+        StopOnEmptyEpoch(),
         *per_step,
         *ten_crop,
         EpochStats(plan.images_per_epoch),

@@ -1,8 +1,6 @@
 """Tiny training configs, run directories, subprocess environments and TensorBoard/backup readers for the tests."""
 
 import json
-import os
-import pathlib
 
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -12,15 +10,7 @@ from pipeline.data.sources import load_source
 from pipeline.serving import saved_model
 from pipeline.storage.rundir import RunDir
 from pipeline.training.model import build_model
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def project_env(**extra):
-    """os.environ for a subprocess that imports the project from this checkout, TensorFlow's logs quiet; plus extra."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(extra)
-    return env
+from tests.helpers.processes import ROOT, project_env  # noqa: F401  (the tests import them from here too)
 
 # Overrides for a real `pipeline.train` run that takes seconds: 48 synthetic images, 8 classes, 2 epochs.
 TINY = [

@@ -209,3 +209,61 @@ def test_training_run_exports_both_signatures(tmp_path):
     x = np.random.default_rng(9).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(served.serve_preprocessed(x)["probabilities"].numpy(),
                                keras_probabilities(model, x), atol=1e-5)
+
+
+def test_a_short_labels_txt_is_named_as_the_damaged_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    make_run(run_dir)
+    (run_dir / LABELS_FILE).write_text("a\nb\nc\n")
+    before = _tree(run_dir / "saved_model")
+    assert export.main([str(run_dir)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir / LABELS_FILE} names 3 classes but the run's model.keras has 10 outputs: labels.txt was "
+        "changed or damaged; restore it (one class name per line, in class-index order) or train the run again "
+        "(--overwrite)\n"
+    )
+    assert _tree(run_dir / "saved_model") == before
+
+
+def _tree(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+PAUSED_EXPORT = """
+import pathlib, sys, time
+from pipeline import export
+from pipeline.storage import files
+marker = pathlib.Path(sys.argv[1])
+swap = files.replace_directory
+def slow_swap(staging, target):
+    marker.write_text("staged")
+    time.sleep(float(sys.argv[2]))
+    return swap(staging, target)
+import pipeline.serving.saved_model as saved_model
+saved_model.replace_directory = slow_swap
+sys.exit(export.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_exports_at_once_one_waits_its_turn_and_the_saved_model_is_whole(tmp_path):
+    from tests.helpers.processes import finish, project_env, start, wait_until
+
+    run_dir = tmp_path / "run"
+    _, model = make_run(run_dir)
+    marker = tmp_path / "staged"
+    first = start([sys.executable, "-c", PAUSED_EXPORT, str(marker), "5", str(run_dir)], env=project_env())
+    wait_until(marker.exists, first)
+    second = subprocess.run([sys.executable, "-m", "pipeline.export", str(run_dir)], env=project_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr == (f"error: {run_dir} is in use by another process (a training run, an export or an "
+                             "evaluation of this run): wait for it to finish, or choose another run directory\n")
+    status, output = finish(first)
+    assert status == 0, output
+    # One complete SavedModel, no staging left, and it serves the run's model.
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+    x = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    served = tf.saved_model.load(str(run_dir / "saved_model"))
+    np.testing.assert_allclose(served.serve_preprocessed(x)["probabilities"].numpy(),
+                               keras_probabilities(model, x), atol=1e-5)

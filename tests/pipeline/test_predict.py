@@ -1,6 +1,7 @@
 """`python -m pipeline.predict`: tables, JSON lines, folders, per-file errors, exit codes."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,3 +119,51 @@ def test_usage_errors_exit_2(setup, tmp_path, capsys):
     assert f"no image files in {tmp_path / 'empty'}" in capsys.readouterr().err
     assert predict.main([str(root / "run"), str(root / "images" / "a.jpg"), "--top", "0"]) == 2
     assert capsys.readouterr().err == "error: --top must be at least 1, got 0\n"
+
+
+def test_a_fifo_a_device_and_a_huge_file_get_their_own_error_and_nothing_hangs(setup, tmp_path, capsys, monkeypatch):
+    from pipeline.serving import classifier
+
+    root, _ = setup
+    good = root / "images" / "a.jpg"
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(good.read_bytes() + b"\0" * 5000)
+    limit = good.stat().st_size + 1000
+    monkeypatch.setattr(classifier, "MAX_FILE_BYTES", limit)
+    assert predict.main([str(root / "run"), str(fifo), str(zero), str(huge), str(good), "--json"]) == 1
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.get("error") for r in results] == [
+        "not a regular file (a FIFO, device or socket): not read",
+        "not a regular file (a FIFO, device or socket): not read",
+        f"{huge.stat().st_size:,} bytes, more than an image file may have ({limit:,}): not read",
+        None,
+    ]
+
+
+def test_a_file_name_that_is_not_utf8_is_classified_and_printed_escaped(setup, tmp_path, capsys):
+    root, expected = setup
+    name = os.fsdecode(b"\xff\xfe.jpg")
+    (tmp_path / name).write_bytes((root / "images" / "a.jpg").read_bytes())
+    assert predict.main([str(root / "run"), str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{tmp_path}/\\xff\\xfe.jpg"
+    assert out[1].split()[1] == ranked(expected["a.jpg"], 5)[0][0]
+
+
+def test_bad_images_give_one_line_each_without_tensorflows_own_noise(setup, tmp_path):
+    from tests.helpers.processes import command, project_env, run
+
+    root, _ = setup
+    bad = root / "bad"
+    done = run(command("pipeline.predict", root / "run", bad / "text.png", bad / "truncated.jpg"), env=project_env())
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: {bad / 'text.png'}: not a readable JPEG, PNG, GIF or BMP image (Unknown image file format. One of "
+        "JPEG, JPEG XL, PNG, GIF, BMP, WebP required.)",
+        f"error: {bad / 'truncated.jpg'}: not a readable JPEG, PNG, GIF or BMP image (Invalid JPEG data, size 200)",
+        "2 of 2 file(s) could not be classified",
+    ]

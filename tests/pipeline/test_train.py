@@ -1,8 +1,8 @@
 """End-to-end runs of `python -m pipeline.train` on tiny synthetic data."""
 
 import fcntl
-import os
 import json
+import os
 
 import keras
 import numpy as np

@@ -305,6 +305,30 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     assert (search_dir / "best.yaml").is_file()
 
 
+@pytest.mark.slow
+def test_a_live_search_cannot_be_joined_or_overwritten_through_a_symlink(tmp_path):
+    from tests.helpers.processes import command, kill, run, start, wait_until
+
+    experiment = write_experiment(tmp_path, tune={"max_trials": 50, "epochs": 2})
+    search_dir = tmp_path / "search"
+    process = start(command("tuning.search", "--config", experiment, "--dir", search_dir), cwd=tmp_path,
+                    env=subprocess_env())
+    try:
+        wait_until(lambda: (search_dir / "oracle.json").exists(), process)
+        before = sorted(p.name for p in search_dir.iterdir())
+        (tmp_path / "link").symlink_to(search_dir)
+        for extra in ([], ["--overwrite"]):
+            done = run(command("tuning.search", "--config", experiment, "--dir", tmp_path / "link", *extra),
+                       cwd=tmp_path, env=subprocess_env(), timeout=120)
+            assert (done.returncode, done.stderr) == (2, (
+                f"error: {tmp_path / 'link'} is in use by another search: wait for it to finish, or choose another "
+                "--dir\n"
+            ))
+        assert process.poll() is None and set(before) <= {p.name for p in search_dir.iterdir()}
+    finally:
+        kill(process)
+
+
 # ---------------------------------------------------------------- distributed tuning
 
 

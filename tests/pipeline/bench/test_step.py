@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from model_defs.alexnet import build_alexnet
 from pipeline.bench import step
 from pipeline.console import cli
 from pipeline.errors import ConfigError

@@ -110,7 +110,7 @@ def test_a_real_command_line_prints_one_line_and_nothing_else(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
     env = project_env()
-    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    assert "TF_CPP_MIN_LOG_LEVEL" not in env  # as a user's shell: the filter is on
     command = [sys.executable, "-m", "pipeline.train", "--run-dir", str(path)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (2, f"error: {path} is a file, not a run directory: choose another --run-dir\n")
@@ -122,3 +122,77 @@ def test_readme_documents_exit_status_and_security():
     for needle in ("--worker-hosts", "--oracle-ip", "tf.saved_model.load", "private network"):
         assert needle in security
     assert "| 2 |" in readme and "| 1 |" in readme
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+) + "data:\n  augment:\n    min_area: *i\n"
+
+BAD_CONFIGS = {
+    "random bytes": (bytes(range(256)), "not UTF-8 text (byte 128): a config file is YAML in UTF-8; save it as UTF-8"),
+    "UTF-16": ("train:\n  epochs: 3\n".encode("utf-16"), "not UTF-8 text (byte 0): a config file is YAML in UTF-8; save it as UTF-8"),
+    "alias bomb": (ALIAS_BOMB.encode(), "not valid YAML: more than 10,000 values (aliases expanded): not a config"),
+    "duplicate key": (b"train:\n  epochs: 3\n  epochs: 4\n",
+                      "not valid YAML: the key 'epochs' is given twice (lines 2 and 3)"),
+    "syntax": (b"train: [1, 2\nb: 3\n", "not valid YAML: expected ',' or ']', but got ':' at line 2, column 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_bad_config_file_is_one_line_for_every_command_that_reads_one(tmp_path, capsys, case):
+    data, message = BAD_CONFIGS[case]
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(data)
+    for main, argv in (
+        (train.main, ["--config", str(path), "--run-dir", str(tmp_path / "run")]),
+        (prepare.main, ["--config", str(path), "--output", str(tmp_path / "out")]),
+        (search.main, ["--config", str(path), "--dir", str(tmp_path / "search")]),
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"error: {path}: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_damaged_config_yaml_in_a_run_is_one_line(finished_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "config.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    assert evaluate.main([str(run_dir), "--no-figures"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir / 'config.yaml'}: not UTF-8 text (byte 0): a config file is YAML in UTF-8; save it as UTF-8\n"
+    )
+    assert train.main(["--run-dir", str(run_dir), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run_dir} is not a run directory of this project (it holds ")
+    assert err.endswith("(config.yaml is not a config of this project)\n")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("name=\udcff\udcfe", "--set 'name=\\udcff\\udcfe': not UTF-8 text; give the value in UTF-8"),
+    ("model.std=[.nan, 1, 1]", "model.std.0: Input should be a finite number (got nan)"),
+    ("train.optimizer.learning_rate=.inf", "train.optimizer.learning_rate: Input should be a finite number (got inf)"),
+    ("data.augment.pca_noise=.inf", "data.augment.pca_noise: Input should be a finite number (got inf)"),
+    ("model.mean=[1, -.inf, 2]", "model.mean.1: Input should be a finite number (got -inf)"),
+])
+def test_bad_overrides_are_one_line_naming_the_key(tmp_path, capsys, override, message):
+    for main, argv in ((train.main, ["--run-dir", str(tmp_path / "run")]),
+                       (evaluate.main, [str(tmp_path)])):
+        assert main(argv + ["--set", override]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {message}\n" or main is evaluate.main, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_flood_of_errors_is_cut_short_and_a_bad_value_quoted_short(capsys):
+    from pipeline.config import build_config
+
+    with pytest.raises(ConfigError) as exc:
+        build_config({f"key{i}": i for i in range(5000)})
+    assert str(exc.value).endswith("; and 4990 more errors") and len(str(exc.value)) < 400
+    with pytest.raises(ConfigError) as exc:
+        build_config({"data": {"augment": {"min_area": [list(range(10**5))] * 10**4}}})
+    message = str(exc.value)
+    assert message.startswith("data.augment.min_area: Input should be a valid number (got [[0, 1, 2, 3, ...], [")
+    assert message.endswith("...)") and len(message) < 150

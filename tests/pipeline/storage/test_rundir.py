@@ -113,7 +113,7 @@ def test_unsafe_names_are_refused_before_anything_is_written(tmp_path, name):
     command = [sys.executable, "-m", "pipeline.train", "--set", f"name={name}", *[a for t in TINY for a in ("--set", t)]]
     done = subprocess.run(command, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"error: name: must be one path component of letters, digits, '.', '_' and '-'")
+    assert done.stderr.startswith("error: name: must be one path component of letters, digits, '.', '_' and '-'")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert list(cwd.iterdir()) == [] and not target.exists()
     assert not (tmp_path / "x").exists()
@@ -212,3 +212,113 @@ def test_a_reexport_killed_between_the_renames_loses_nothing(tmp_path):
     assert export.main([str(run_dir)]) == 0
     assert (saved / "saved_model.pb").is_file()
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".saved_model")) == []
+
+
+# --- Cases an adversarial pass broke -----------------------------------------------------------------
+
+
+def _finished_run(run_dir):
+    from tests.helpers.runs import make_run
+
+    make_run(run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("mine", ["logs/NOTES.md", "figures/my_notes.txt", "saved_model/variables/mine.txt"])
+def test_overwrite_refuses_a_run_with_a_users_file_deep_inside(tmp_path, capsys, mine):
+    run_dir = _finished_run(tmp_path / "run")
+    (run_dir / mine).parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / mine).write_text("keep me")
+    before = _tree(run_dir)
+    assert train.main(args(run_dir) + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run_dir} holds files that no run of this project writes ({mine}); they are left "
+                   "untouched: move them out, or choose another directory\n")
+    assert _tree(run_dir) == before
+
+
+def test_a_start_that_fails_on_its_data_writes_nothing_and_the_corrected_command_runs(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "first"
+    assert train.main(args(run_dir, "data.source=folder:/nonexistent")) == 2
+    assert capsys.readouterr().err == "error: data.source: folder /nonexistent does not exist\n"
+    assert list(tmp_path.iterdir()) == []  # not even runs/
+    assert train.main(args(run_dir, "train.epochs=1")) == 0
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_overwrite_of_a_finished_run_deletes_nothing_when_the_new_data_is_missing(tmp_path):
+    run_dir = _finished_run(tmp_path / "run")
+    before = _tree(run_dir)
+    assert train.main(args(run_dir, "data.source=folder:/nonexistent") + ["--overwrite"]) == 2
+    assert _tree(run_dir) == before
+
+
+@pytest.mark.parametrize("where", ["inside", "dot", "root"])
+def test_refused_run_directories_leave_no_lock_file(tmp_path, where):
+    run_dir = tmp_path / "qs"
+    assert train.main(args(run_dir, "train.epochs=1")) == 0
+    before = sorted(os.listdir(tmp_path)), _tree(run_dir)
+    cwd = {"inside": ROOT, "dot": run_dir, "root": ROOT}[where]
+    target = {"inside": str(run_dir / "logs"), "dot": ".", "root": "/"}[where]
+    root_before = sorted(os.listdir("/"))
+    argv = [sys.executable, "-m", "pipeline.train", "--run-dir", target, *[a for t in TINY for a in ("--set", t)]]
+    done = subprocess.run(argv, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "holds no config.yaml" in done.stderr or "holds a finished run" in done.stderr
+    assert (sorted(os.listdir(tmp_path)), _tree(run_dir)) == before
+    assert sorted(os.listdir("/")) == root_before
+    # The refused attempt left nothing that stops the run's own --overwrite.
+    assert train.main(args(run_dir, "train.epochs=1") + ["--overwrite"]) == 0
+
+
+def test_a_dangling_symlink_as_run_dir_is_one_line_exit_2(tmp_path, capsys):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    assert train.main(args(link)) == 2
+    assert capsys.readouterr().err == (
+        f"error: {link} is a symbolic link to {tmp_path / 'nowhere'}, which does not exist: "
+        "create that directory, or choose another\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["link"]
+
+
+@pytest.mark.slow
+def test_a_symlink_to_a_live_run_meets_its_lock_with_or_without_overwrite(tmp_path):
+    from tests.helpers.processes import command, kill, start, wait_until
+    from tests.helpers.runs import backup_epoch
+
+    live = tmp_path / "A"
+    process = start(command("pipeline.train", *args(live, "train.epochs=40")), cwd=tmp_path)
+    try:
+        wait_until(lambda: backup_epoch(live) >= 1, process)
+        (tmp_path / "L").symlink_to(live)
+        for extra in (["--overwrite", "--set", "train.epochs=1", "--set", "seed=7"], []):
+            done = subprocess.run(
+                [sys.executable, "-m", "pipeline.train", *args(tmp_path / "L", "train.epochs=40"), *extra],
+                cwd=tmp_path, env=project_env(), capture_output=True, text=True, timeout=120,
+            )
+            assert done.returncode == 2, done.stdout[-2000:] + done.stderr
+            assert done.stderr == (
+                f"error: {tmp_path / 'L'} is in use by another process (a training run, an export or an evaluation "
+                "of this run): wait for it to finish, or choose another --run-dir\n"
+            )
+        assert process.poll() is None  # the live run goes on, its backup and config untouched
+        assert backup_epoch(live) >= 1 and "seed: 0" in (live / "config.yaml").read_text()
+    finally:
+        kill(process)
+
+
+def test_export_and_evaluate_wait_for_a_process_that_holds_the_run(tmp_path, capsys):
+    from pipeline import evaluate, export
+    from pipeline.storage.rundir import lock_run
+
+    run_dir = _finished_run(tmp_path / "run")
+    before = _tree(run_dir)
+    with lock_run(run_dir):
+        for main, argv in ((export.main, [str(run_dir)]), (evaluate.main, [str(run_dir), "--no-figures"])):
+            assert main(argv) == 2
+            assert capsys.readouterr().err == (
+                f"error: {run_dir} is in use by another process (a training run, an export or an evaluation of "
+                "this run): wait for it to finish, or choose another run directory\n"
+            )
+    assert _tree(run_dir) == before
