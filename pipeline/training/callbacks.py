@@ -144,38 +144,6 @@ def image_grid(images, max_images=16, border=2, fill=255):
     return grid
 
 
-def first_training_batch(data_config, batch_size, seed, shard=None):
-    """The first batch of the first epoch of the training pipeline: (images, labels) as numpy arrays.
-
-    Taken from a second pipeline built like the trainer's (`build_datasets`
-    with the same config and seed; without the cache, which changes no value).
-    Reading the trainer's own dataset once more would move its reshuffling and
-    augmentation seeds on by one epoch, so training would see other batches
-    than it does without this picture. The two pipelines give an epoch the
-    same images; their order can differ a little, as parallel augmentation
-    hands images on as they are finished (an image can move to a
-    neighbouring batch).
-
-    Costs what opening the source and the first batch of an epoch cost:
-    listing the files (folder source; `pipeline.train` lets it reuse the
-    trainer's listing, see `pipeline.data.listing.shared_listings`), filling the
-    shuffle buffer (up to 10,000 source images, read but not decoded for
-    file sources) and augmenting one batch.
-
-    Args:
-        data_config: `pipeline.config.DataConfig` of the run.
-        batch_size: global batch size.
-        seed: the run's seed.
-        shard: the trainer's (workers, index) under multi-worker training, so
-            that the picture comes from this worker's share of a folder.
-    """
-    from pipeline.data.pipelines import build_datasets
-
-    data = build_datasets(data_config.derive({"cache": False}), batch_size, seed=seed, shard=shard)
-    images, labels = next(iter(data.train.take(1)))
-    return images.numpy(), labels.numpy()
-
-
 class AugmentedImageGrid(keras.callbacks.Callback):
     """Shows in TensorBoard what the network sees: the first training batch after augmentation, as one image.
 
@@ -193,7 +161,7 @@ class AugmentedImageGrid(keras.callbacks.Callback):
         log_dir: the TensorBoard log directory of the run.
         batch: (images, labels), images [N, H, W, 3] on the 0-255 scale, or a
             function of no arguments returning them (called at the start of
-            training), e.g. `first_training_batch`.
+            training), e.g. `pipeline.data.preview.first_training_batch`.
         class_names: label -> class name; None leaves the names out.
         max_images: images in the grid (16: a 4 x 4 grid).
     """

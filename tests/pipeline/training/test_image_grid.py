@@ -14,7 +14,6 @@ from pipeline.training.backup import RunBackup
 from pipeline.training.callbacks import (
     AUGMENTED_BATCH_TAG,
     AugmentedImageGrid,
-    first_training_batch,
     grid_shape,
     image_grid,
 )
@@ -101,20 +100,6 @@ def test_callback_writes_one_grid_with_the_class_names(tmp_path):
     np.testing.assert_array_equal(grids[0], image_grid(images))
     names = ", ".join(["cat", "dog", "owl"][label] for label in labels[:16])
     assert descriptions[0].endswith(f"16 of its 20 images, row by row: {names}.")
-
-
-def test_first_training_batch_leaves_the_trainers_data_as_it_was():
-    config = load_config([], SHORT)
-    untouched = build_datasets(config.data, 16, seed=config.seed)
-    expected = [epoch_images(untouched.train) for _ in range(2)]
-    data = build_datasets(config.data, 16, seed=config.seed)
-    images, labels = first_training_batch(config.data, 16, config.seed)
-    assert images.shape == (16, 64, 64, 3) and images.dtype == np.float32 and labels.shape == (16,)
-    # Training then sees the epochs it sees without the picture, the first of them holding the pictured images.
-    seen = [epoch_images(data.train) for _ in range(2)]
-    assert seen == expected and expected[0] != expected[1]
-    pictured = {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
-    assert pictured <= seen[0]
 
 
 def test_no_grid_for_other_workers_or_a_resumed_run(tmp_path):
