@@ -14,8 +14,9 @@ It also draws the pictures of `pipeline.evaluation.pictures` (conv1's kernels, t
 predictions, nearest training images in fc7 space, per-class error, the
 confusion matrix, the most confident mistakes) into <run>/figures/*.png and
 as TensorBoard images under <run>/logs/eval. For them it keeps running counts
-and a few images only: the split's first images and a bounded heap of the
-most confident mistakes; the nearest neighbours are searched among the first
+and a few images only: eight images spread over the classes (the same ones for
+the same run) and a bounded heap of the most confident mistakes; the nearest
+neighbours of the first five are searched among the first
 --neighbour-pool training images (evaluation preprocessing, no augmentation).
 
 With --crops 10 every image is seen as the four corner and the centre patches

@@ -1,8 +1,9 @@
 """What the evaluation pictures show, computed with NumPy in one streamed pass over a split.
 
 Top-k predictions, confusion counts, per-class error, the most confident
-mistakes, and the nearest neighbours in fc7 space. The streaming helpers
-(`EvaluationSamples`, `ConfidentMistakes`, `NeighbourSearch`) keep running
+mistakes, a sample of images spread over the classes, and the nearest
+neighbours in fc7 space. The streaming helpers (`EvaluationSamples`,
+`ClassSpreadSample`, `ConfidentMistakes`, `NeighbourSearch`) keep running
 counts and a bounded number of images, so an evaluation's memory does not grow
 with the split. `pipeline.evaluation.drawing` draws the results.
 """
@@ -153,43 +154,132 @@ class ConfidentMistakes:
         return [(item[0],) + item[2:] for item in ranked]
 
 
-# ---------------------------------------------------------------- the images of one pass
+# ---------------------------------------------------------------- images spread over the classes
+
+
+def sample_keys(values, seed):
+    """A fixed pseudo-random uint64 key for each non-negative integer and seed (splitmix64's mixing function).
+
+    Args:
+        values: int array-like.
+        seed: int.
+
+    Returns:
+        uint64 array shaped like `values`.
+    """
+    z = np.asarray(values, np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.asarray(seed + 1, np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class ClassSpreadSample:
+    """A sample of a streamed split's images spread over its classes; the same sample for the same split and seed.
+
+    Image i of the split (in stream order) has the key `sample_keys(2 i + 1, seed)`,
+    class c the key `sample_keys(2 c, seed)`. Classes are taken in key order,
+    each with its images in key order: the sample is the first image of each
+    class, then the second of each, and so on, from classes with images only,
+    until `size` images. So `size` or more classes give one image of each of
+    the `size` first classes, whatever the split's order by class and the batch
+    size. At most about 2 x `size` images are held.
+
+    Args:
+        size: images in the sample.
+        num_classes: the model's classes.
+        seed: picks the classes and the images.
+    """
+
+    def __init__(self, size, num_classes, seed=0):
+        self.size = size
+        self.seed = seed
+        self._class_keys = sample_keys(2 * np.arange(num_classes), seed)
+        self._kept = {}  # class -> [(image key, index, image, probabilities)], lowest key first
+        self._seen = 0
+
+    def add(self, images, labels, probabilities):
+        """Offers one batch: images [B, H, W, 3] (0-255, kept as uint8), labels [B], probabilities [B, classes]."""
+        labels = np.asarray(labels).reshape(-1)
+        keys = sample_keys(2 * np.arange(self._seen, self._seen + len(labels)) + 1, self.seed)
+        for i, (label, key) in enumerate(zip(labels.tolist(), keys)):
+            if self._admit(label, key):
+                entries = self._kept[label]
+                entries.append((key, self._seen + i, to_uint8(images[i]), np.asarray(probabilities[i])))
+                entries.sort(key=lambda entry: entry[0])
+                self._trim()
+        self._seen += len(labels)
+
+    def _admit(self, label, key):
+        """Whether an image of class `label` with image key `key` joins the sample now (making room for it)."""
+        if label in self._kept:
+            entries = self._kept[label]
+            return len(entries) < self._per_class() or key < entries[-1][0]
+        if len(self._kept) < self.size:
+            self._kept[label] = []
+            return True
+        last = max(self._kept, key=lambda c: self._class_keys[c])
+        if self._class_keys[label] >= self._class_keys[last]:
+            return False
+        # A class that leaves never returns: the classes kept only ever get lower keys.
+        del self._kept[last]
+        self._kept[label] = []
+        return True
+
+    def _per_class(self):
+        # Enough images of each class for `size` in turn; it only falls as classes join, so what a
+        # trim drops would not have been shown.
+        return -(-self.size // max(1, len(self._kept)))
+
+    def _trim(self):
+        for entries in self._kept.values():
+            del entries[self._per_class() :]
+
+    @property
+    def held(self):
+        """Images held now."""
+        return sum(len(entries) for entries in self._kept.values())
+
+    def items(self):
+        """The sample in the order shown: a list of (index in the split, image uint8, label, probabilities)."""
+        classes = sorted(self._kept, key=lambda c: self._class_keys[c])
+        chosen = []
+        for turn in range(self.size):
+            chosen += [(c, self._kept[c][turn]) for c in classes if turn < len(self._kept[c])]
+        return [(index, image, c, probabilities) for c, (_, index, image, probabilities) in chosen[: self.size]]
 
 
 class EvaluationSamples:
     """What the evaluation pictures need from one pass over a split, in bounded memory.
 
-    Keeps the running confusion matrix, the split's first `shown` images
-    (shown with their top-5 predictions; the first of them are the
-    nearest-neighbour queries) and the `ConfidentMistakes`. Images are stored
-    as uint8.
+    Keeps the running confusion matrix, a `ClassSpreadSample` (shown with its
+    top-5 predictions; its first images are the nearest-neighbour queries) and
+    the `ConfidentMistakes`. Images are stored as uint8.
 
     Args:
         num_classes: the model's classes.
-        shown: how many of the split's first images to keep.
+        shown: images in the sample.
         mistakes: how many confident mistakes to keep.
+        seed: the sample's seed (the run's seed: the same run shows the same images).
     """
 
-    def __init__(self, num_classes, shown=TOP5_IMAGES, mistakes=CONFIDENT_MISTAKES):
+    def __init__(self, num_classes, shown=TOP5_IMAGES, mistakes=CONFIDENT_MISTAKES, seed=0):
         self.num_classes = num_classes
-        self.size = shown
         self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self.sample = ClassSpreadSample(shown, num_classes, seed)
         self.mistakes = ConfidentMistakes(mistakes)
-        self._first = []  # (image, label, probabilities)
 
     def add(self, images, labels, probabilities):
         """Takes one batch: images [B, H, W, 3] on the 0-255 scale, labels [B], probabilities [B, classes]."""
         labels = np.asarray(labels).reshape(-1)
         probabilities = np.asarray(probabilities)
         self.confusion += confusion_counts(labels, predicted_classes(probabilities, labels), self.num_classes)
-        room = self.size - len(self._first)
-        if room > 0:  # only the images kept are converted: a whole batch each step would cost time
-            self._first += zip(to_uint8(images[:room]), labels[:room].tolist(), probabilities[:room])
+        self.sample.add(images, labels, probabilities)
         self.mistakes.add(images, labels, probabilities)
 
     def shown(self):
-        """The images shown, their labels and probabilities: three lists."""
-        return [item[0] for item in self._first], [item[1] for item in self._first], [item[2] for item in self._first]
+        """The sampled images, their labels and probabilities, in the order shown: three lists."""
+        items = self.sample.items()
+        return [item[1] for item in items], [item[2] for item in items], [item[3] for item in items]
 
 
 # ---------------------------------------------------------------- nearest neighbours (paper, Figure 4 right)

@@ -124,7 +124,7 @@ def evaluate_run(
     config = load_config([run_dir / CONFIG_FILE], overrides)
     batch_size = batch_size or max(1, config.train.batch_size // crops)
     source, examples, size, skipped = open_split(config, model, split)
-    samples = _samples(int(model.output_shape[-1])) if pictures else None
+    samples = _samples(int(model.output_shape[-1]), config.seed) if pictures else None
     result = evaluate_model(
         model, eval_pipeline(examples, config.data, batch_size, crops=crops), crops, int(model.output_shape[-1]),
         num_batches=math.ceil(size / batch_size), verbose=verbose, samples=samples,
@@ -140,14 +140,14 @@ def evaluate_run(
     return results
 
 
-def _samples(num_classes):
+def _samples(num_classes, seed):
     from pipeline.evaluation.analysis import (
         NEIGHBOUR_QUERIES,
         TOP5_IMAGES,
         EvaluationSamples,
     )
 
-    return EvaluationSamples(num_classes, shown=max(TOP5_IMAGES, NEIGHBOUR_QUERIES))
+    return EvaluationSamples(num_classes, shown=max(TOP5_IMAGES, NEIGHBOUR_QUERIES), seed=seed)
 
 
 def _record(run_dir, split, crops, config, batch_size, skipped, result):

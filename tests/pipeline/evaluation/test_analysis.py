@@ -1,5 +1,5 @@
 """What the evaluation pictures show (pipeline.evaluation.analysis): predictions, confusion counts, per-class error,
-confident mistakes, nearest neighbours; streamed batch by batch."""
+confident mistakes, the sample spread over the classes, nearest neighbours; streamed batch by batch."""
 
 import numpy as np
 
@@ -36,9 +36,11 @@ def test_confusion_rows_sum_to_the_class_counts_and_the_diagonal_counts_the_hits
     for label, predicted in zip(labels, predictions):
         expected[label, predicted] += 1
     np.testing.assert_array_equal(samples.confusion, expected)
-    # It keeps the first six images, as uint8, and no more.
+    # It shows six images, as uint8, each with its own label and probabilities, and no more.
+    items = samples.sample.items()
     shown_images, shown_labels, shown_probabilities = samples.shown()
-    rows = list(range(6))
+    rows = [index for index, _, _, _ in items]
+    assert len(rows) == 6 and len(set(rows)) == 6
     np.testing.assert_array_equal(np.stack(shown_images), to_uint8(images[rows]))
     assert shown_labels == labels[rows].tolist()
     np.testing.assert_array_equal(np.stack(shown_probabilities), probabilities[rows])
@@ -89,6 +91,68 @@ def test_confident_mistakes_are_only_mistakes_most_confident_first_and_bounded()
         (0.7, 1, 1, 0),
     ]
     assert [int(image[0, 0, 0]) for _, _, image, _, _ in items] == [2, 4, 1]  # each image kept with its row
+
+
+# ---------------------------------------------------------------- the images shown, spread over the classes
+
+
+def class_sorted(classes, per_class):
+    """A split sorted by class, as a folder of class sub-folders is read: labels, and images whose pixels say their row."""
+    labels = np.repeat(np.arange(classes), per_class)
+    images = np.arange(len(labels), dtype=np.float32)[:, None, None, None] * np.ones((len(labels), 1, 1, 3))
+    probabilities = np.full((len(labels), classes), 1.0 / classes)
+    return images % 256, labels, probabilities
+
+
+def streamed(size, classes, seed, batch, data):
+    images, labels, probabilities = data
+    sample = analysis.ClassSpreadSample(size, classes, seed)
+    most = 0
+    for start in range(0, len(labels), batch):
+        end = start + batch
+        sample.add(images[start:end], labels[start:end], probabilities[start:end])
+        most = max(most, sample.held)
+    return sample, most
+
+
+def expected_sample(size, classes, seed, labels):
+    """The documented choice, made knowing the whole split: classes in key order, then images in key order, in turns."""
+    image_keys = analysis.sample_keys(2 * np.arange(len(labels)) + 1, seed)
+    class_keys = analysis.sample_keys(2 * np.arange(classes), seed)
+    present = sorted(set(labels.tolist()), key=lambda c: class_keys[c])
+    per_class = {c: sorted(np.flatnonzero(labels == c).tolist(), key=lambda i: image_keys[i]) for c in present}
+    chosen = [per_class[c][turn] for turn in range(len(labels)) for c in present if turn < len(per_class[c])]
+    return chosen[:size]
+
+
+def test_a_class_sorted_split_shows_eight_different_classes_the_same_whatever_the_batch():
+    data = class_sorted(classes=10, per_class=6)
+    labels = data[1]
+    sample, most = streamed(8, 10, seed=0, batch=7, data=data)
+    rows = [index for index, _, _, _ in sample.items()]
+    assert rows == expected_sample(8, 10, 0, labels)
+    assert len({int(labels[i]) for i in rows}) == 8  # the first images of the split would all be class 0
+    assert [label for _, _, label, _ in sample.items()] == labels[rows].tolist()
+    assert [int(image[0, 0, 0]) for _, image, _, _ in sample.items()] == rows  # each image kept with its row
+    assert most <= 16
+    for batch in (1, 3, 60):
+        assert [item[0] for item in streamed(8, 10, 0, batch, data)[0].items()] == rows, batch
+    other = [item[0] for item in streamed(8, 10, 1, 7, data)[0].items()]
+    assert other == expected_sample(8, 10, 1, labels) and other != rows  # another seed, another sample
+
+
+def test_fewer_classes_than_images_take_turns_and_a_big_class_count_stays_bounded():
+    data = class_sorted(classes=3, per_class=20)
+    labels = data[1]
+    sample, most = streamed(8, 3, seed=0, batch=5, data=data)
+    rows = [item[0] for item in sample.items()]
+    assert rows == expected_sample(8, 3, 0, labels)
+    assert sorted(np.bincount(labels[rows], minlength=3).tolist()) == [2, 3, 3]  # in turns: 3, 3 and 2
+    assert most <= 16
+    many = class_sorted(classes=200, per_class=3)
+    sample, most = streamed(8, 200, seed=5, batch=16, data=many)
+    assert [item[0] for item in sample.items()] == expected_sample(8, 200, 5, many[1])
+    assert most <= 16  # at most two images a sample place, however many classes and images pass
 
 
 # ---------------------------------------------------------------- nearest neighbours

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pipeline import evaluate
 from pipeline.data.pipelines import eval_pipeline
 from pipeline.data.sources import load_source
-from pipeline.evaluation import analysis, pictures, scoring
+from pipeline.evaluation import analysis, drawing, evaluator, pictures, scoring
 from pipeline.evaluation.images import to_uint8
 from tests.helpers.runs import make_run
 
@@ -123,3 +123,30 @@ def test_no_figures_and_a_bad_pool(run, tmp_path, capsys):
     assert evaluate.main([str(run[0]), "--neighbour-pool", "0"]) == 2
     assert capsys.readouterr().err == "error: --neighbour-pool must be at least 1, got 0\n"
 
+
+def test_a_class_sorted_folder_shows_images_of_eight_classes_the_same_each_time(run, tmp_path, monkeypatch):
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    # Read in class order, as every folder of class sub-folders is: the split's first 8 images hold 3 classes.
+    layout = {f"validation/c{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(10) for i in range(3)}
+    layout.update({f"train/c{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
+    write_tree(tmp_path / "photos", layout)
+    shown = []
+
+    def top5(images, labels, probabilities, class_names, k=5):
+        shown.append(("top5", list(labels), [image.tobytes() for image in images]))
+        return drawing.render_mistakes([], class_names)
+
+    def neighbours(queries, query_labels, found, class_names, split="validation"):
+        shown.append(("neighbours", list(query_labels), [image.tobytes() for image in queries]))
+        return drawing.render_mistakes([], class_names)
+
+    monkeypatch.setattr(drawing, "render_top5", top5)
+    monkeypatch.setattr(drawing, "render_neighbours", neighbours)
+    for batch_size in (4, 7):
+        evaluator.evaluate_run(run[0], batch_size=batch_size, overrides=[f"data.source=folder:{tmp_path / 'photos'}"],
+                               verbose=0, neighbour_pool=3)  # fmt: skip
+    (_, labels, images), (_, queries, query_images) = shown[:2]
+    assert len(labels) == 8 and len(set(labels)) == 8
+    assert queries == labels[:5] and query_images == images[:5]  # the neighbour queries: the first five shown
+    assert shown[2:] == shown[:2]  # another batch size, the same pictures
