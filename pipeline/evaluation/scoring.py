@@ -135,40 +135,21 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
     }
 
 
-def reference_rows():
-    """The published figures to print beside a result: (label, top-1, top-5), None where not reported."""
-    return [
-        ("paper, one CNN, 10 crops (val)", references.PAPER_ONE_CNN_TOP1, references.PAPER_ONE_CNN_TOP5),
-        ("paper, 7-CNN ensemble (test)", None, references.PAPER_ENSEMBLE_TOP5),
-        ("torchvision AlexNet, 1 crop (val)", references.TORCHVISION_TOP1, references.TORCHVISION_TOP5),
-    ]
-
-
 def format_table(results):
-    """The result beside the paper's and torchvision's errors.
+    """The evaluation's errors beside the paper's and torchvision's (`references.comparison_table`).
 
     Args:
         results: the dict written to eval_<split>_<crops>.json.
 
     Returns:
-        The table as text.
+        The table as text, under a line saying what was evaluated and how fast.
     """
-    crops = results["crops"]
-    label = f"this run, {crops} crop{'s' if crops > 1 else ''} ({results['split']})"
-    rows = [(label, results["top1_error"], results["top5_error"])] + reference_rows()
-    width = max(len(row[0]) for row in rows)
-
-    def cell(value):
-        return f"{'-':>11}" if value is None else f"{value:11.2%}"
-
-    lines = [
+    heading = (
         f"{results['run']}: {results['images']:,} {results['split']} images ({results['data_source']}) "
-        f"in {results['seconds']:.1f} s ({results['images_per_second']:.1f} images/s)",
-        f"  {'':<{width}}  {'top-1 error':>11}  {'top-5 error':>11}",
-    ]
-    lines += [f"  {name:<{width}}  {cell(top1)}  {cell(top5)}" for name, top1, top5 in rows]
-    lines.append("  (the reference figures are ILSVRC-2012, 1000 classes; compare like with like)")
-    return "\n".join(lines)
+        f"in {results['seconds']:.1f} s ({results['images_per_second']:.1f} images/s)"
+    )
+    errors = {results["crops"]: (results["top1_error"], results["top5_error"])}
+    return "\n".join([heading, *references.comparison_table(results["split"], errors)])
 
 
 def write_tensorboard(log_dir, results, step):
