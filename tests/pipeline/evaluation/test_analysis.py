@@ -97,7 +97,7 @@ def test_confident_mistakes_are_only_mistakes_most_confident_first_and_bounded()
 
 
 def class_sorted(classes, per_class):
-    """A split sorted by class, as a folder of class sub-folders is read: labels, and images whose pixels say their row."""
+    """A split sorted by class, as a folder of class sub-folders is read; each image's pixels hold its row."""
     labels = np.repeat(np.arange(classes), per_class)
     images = np.arange(len(labels), dtype=np.float32)[:, None, None, None] * np.ones((len(labels), 1, 1, 3))
     probabilities = np.full((len(labels), classes), 1.0 / classes)
