@@ -16,9 +16,9 @@ the CPU; bfloat16 is autocast (weights and optimizer in float32, as Keras'
 mixed_bfloat16; float32 matmuls may use TF32 on a GPU, as JAX's do by default);
 `--compile` times the step with the network under `torch.compile`.
 
-`pipeline.benchmark` and `pipeline.bench.step` start it in a process of its
-own, so that the two frameworks' thread pools never share the cores and their
-GPU memory pools never meet. Prints one JSON line: the images/s of each timing,
+`pipeline.bench.peer` starts it, for both step benchmarks of `pipeline.benchmark`,
+in a process of its own, so that the two frameworks' thread pools never share
+the cores and their GPU memory pools never meet. Prints one JSON line: the images/s of each timing,
 the device, the threads used and torch's version (or {"error": ...}).
 """
 

@@ -7,15 +7,16 @@
 
 Rebuilds the split from the run's config.yaml, loads its model.keras, streams
 the images through it batch by batch (memory does not grow with the split),
-prints the errors beside the paper's figures, and writes them to
+prints the errors beside the paper's, and writes them to
 <run>/eval_<split>_<crops>.json and to TensorBoard under <run>/logs/eval.
 
-It also draws the pictures of `pipeline.evaluation.figures` (conv1's kernels, top-5
+It also draws the pictures of `pipeline.evaluation.pictures` (conv1's kernels, top-5
 predictions, nearest training images in fc7 space, per-class error, the
 confusion matrix, the most confident mistakes) into <run>/figures/*.png and
 as TensorBoard images under <run>/logs/eval. For them it keeps running counts
-and a few images only: the split's first images and a bounded heap of the
-most confident mistakes; the nearest neighbours are searched among the first
+and a few images only: eight images spread over the classes (the same ones for
+the same run) and a bounded heap of the most confident mistakes; the nearest
+neighbours of the first five are searched among the first
 --neighbour-pool training images (evaluation preprocessing, no augmentation).
 
 With --crops 10 every image is seen as the four corner and the centre patches
@@ -59,7 +60,7 @@ def parse_args(argv=None):
 
 @cli.command
 def main(argv=None):
-    """Evaluates a run, prints the table and writes the figures.
+    """Evaluates a run, prints the table and writes the results and pictures.
 
     Args:
         argv: command-line arguments (None: sys.argv).
@@ -74,13 +75,13 @@ def main(argv=None):
         raise ConfigError(f"run directory not found: {args.run_dir}")
     # It writes into the run (results, pictures, logs): one process at a time, as for training and export.
     with lock_run(args.run_dir, what="run directory"):
-        figures = evaluate_run(
+        results = evaluate_run(
             args.run_dir, args.split, args.crops, args.batch_size, args.set,
             pictures=args.pictures, neighbour_pool=args.neighbour_pool,
         )
-    print(format_table(figures))
+    print(format_table(results))
     print(f"Wrote {eval_result_path(args.run_dir, args.split, args.crops)} and {args.run_dir / LOGS_DIR / EVAL_LOGS_DIR}")
-    for name in figures["figure_files"]:
+    for name in results["figure_files"]:
         print(f"Wrote {args.run_dir / name}")
 
 

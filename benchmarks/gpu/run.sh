@@ -6,15 +6,16 @@
 #   PYTHON=/tmp/gpuvenv/bin/python OUT=/tmp/gpu-out benchmarks/gpu/run.sh --image-size 64 --steps 2 --fc-units 64
 #                                           # a rehearsal on a CPU, in a virtual environment without TensorFlow
 #
-# It installs Keras, namex and optree from wheels/ (pip --no-index, into $SITE, default /tmp/site), then, each
-# stage within its own time limit and all within --budget seconds (a stage that would start with less than 20 s
-# left is skipped; each JSON file is rewritten after every figure, so a stage cut short keeps what it measured):
+# It installs Keras and pydantic with what they need from wheels/ (pip --no-index, into $SITE, default /tmp/site),
+# then runs, each stage within its own time limit and all within --budget seconds (a stage that would start with less
+# than 20 s left is skipped; each JSON file is rewritten after every measurement, so a stage cut short keeps what it
+# measured):
 #   1. env.json          versions, devices, nvidia-smi, whether TensorFlow is installed
-#   2. steps_bf16.json   Keras on JAX, the paper's network (two groups, LRN), mixed_bfloat16, batch 128 and 512,
-#                        grouped convolutions as towers and native (python -m pipeline.bench.step)
+#   2. steps_bf16.json   Keras on JAX, the paper's network (configs/imagenet2012.yaml), mixed_bfloat16, batch 128
+#                        and 512, grouped convolutions as towers and native (python -m pipeline.benchmark --backend jax)
 #   3. loss.json         50 training steps on one fixed batch (128x128, batch 32: small enough to compare with the
-#                        same run on a CPU, benchmarks/gpu/cpu_reference_loss.json), float32 and mixed_bfloat16:
-#                        the loss every 10 steps
+#                        same run on a CPU, benchmarks/gpu/cpu_reference_loss.json: the paper's initialisation),
+#                        float32 and mixed_bfloat16: the loss every 10 steps
 #   4. torch.json        the PyTorch peer, bfloat16, batch 512, eager and torch.compile
 #   5. steps_fp32.json   as 2 in float32
 #   6. steps_lrn.json    bfloat16, batch 512, towers, with the banded LRN instead of the device's default
@@ -69,10 +70,11 @@ stage() {  # stage NAME CAP COMMAND...: runs COMMAND for at most CAP seconds, fe
     echo "== $name: exit status $? after $(($(date +%s) - began))s"
 }
 
-echo "== installing Keras from wheels/ into $SITE"
+echo "== installing Keras and pydantic from wheels/ into $SITE"
 "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-    --find-links wheels keras namex optree || {
-    echo "error: wheels/ lacks Keras' wheels for this Python: run benchmarks/gpu/fetch_wheels.sh where PyPI is reached"
+    --find-links wheels keras namex optree pydantic pydantic-core annotated-types typing-inspection typing-extensions \
+    pyyaml || {
+    echo "error: wheels/ lacks wheels for this Python: run benchmarks/gpu/fetch_wheels.sh where PyPI is reached"
     exit 2
 }
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -82,18 +84,21 @@ export KERAS_BACKEND=jax  # Keras' default is TensorFlow, which is not there
     exit 2
 }
 
-keras=("$PY" -m pipeline.bench.step --backend jax --steps "$steps" --warmup "$warmup" --repeats "$repeats"
-       --fc-units "$fc")
+keras=("$PY" -m pipeline.benchmark --backend jax --config configs/imagenet2012.yaml --steps "$steps" --warmup "$warmup"
+       --repeats "$repeats" --set "model.fc_units=$fc")
+# The model cpu_reference_loss.json was measured with: the paper's initialisation, inputs not divided by a std.
+reference=(--set model.init=paper --set "model.std=[1.0, 1.0, 1.0]")
 stage "host" 60 "$PY" benchmarks/gpu/report.py env "$OUT/env.json"
-stage "Keras on JAX, bfloat16" 180 "${keras[@]}" --image-size "$image" --no-torch --precision mixed_bfloat16 \
+stage "Keras on JAX, bfloat16" 180 "${keras[@]}" --set "data.image_size=$image" --no-torch --precision mixed_bfloat16 \
     --batch-size $batches --grouped-conv towers native --json "$OUT/steps_bf16.json"
-stage "loss check" 120 "${keras[@]}" --image-size "$loss_image" --no-torch --no-timing --loss-steps "$loss_steps" \
-    --loss-batch-size "$loss_batch" --precision float32 mixed_bfloat16 --json "$OUT/loss.json"
-stage "PyTorch peer" 180 "${keras[@]}" --image-size "$image" --torch --torch-compile --no-timing \
+stage "loss check" 120 "${keras[@]}" "${reference[@]}" --set "data.image_size=$loss_image" --no-torch --no-timing \
+    --loss-steps "$loss_steps" --loss-batch-size "$loss_batch" --precision float32 mixed_bfloat16 \
+    --json "$OUT/loss.json"
+stage "PyTorch peer" 180 "${keras[@]}" --set "data.image_size=$image" --torch --torch-compile --no-timing \
     --precision mixed_bfloat16 --batch-size "$torch_batch" --json "$OUT/torch.json"
-stage "Keras on JAX, float32" 150 "${keras[@]}" --image-size "$image" --no-torch --precision float32 \
+stage "Keras on JAX, float32" 150 "${keras[@]}" --set "data.image_size=$image" --no-torch --precision float32 \
     --batch-size $batches --grouped-conv towers native --json "$OUT/steps_fp32.json"
-stage "LRN forms" 90 "${keras[@]}" --image-size "$image" --no-torch --precision mixed_bfloat16 \
+stage "LRN forms" 90 "${keras[@]}" --set "data.image_size=$image" --no-torch --precision mixed_bfloat16 \
     --batch-size "$torch_batch" --grouped-conv towers --lrn-implementation banded --json "$OUT/steps_lrn.json"
 
 echo "== summary, $(($(date +%s) - start))s in all"

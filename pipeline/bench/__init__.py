@@ -1,1 +1,3 @@
-"""Measurements behind `python -m pipeline.benchmark`: the model's training step on any Keras backend (`step`)."""
+"""Measurements behind `python -m pipeline.benchmark`: the one training-step timer (`step`), timing on a shared
+machine (`timing`), the PyTorch peer (`peer`), the TensorFlow benchmark against the matmul ceiling and a real
+fit (`report`), the step on any Keras backend (`backend`), the input pipeline (`input`)."""

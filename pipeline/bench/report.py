@@ -1,7 +1,7 @@
-"""The training benchmark's figures: the step against the matmul ceiling, a real fit, the PyTorch peer.
+"""The TensorFlow training benchmark: the step against the matmul ceiling, the PyTorch peer, a real fit.
 
-`python -m pipeline.benchmark` prints them (see its module docstring for what
-each figure means); `benchmark` returns them as a dict too.
+`python -m pipeline.benchmark` prints the lines (its --help says what each
+means); `benchmark` returns the measurements as a dict too.
 """
 
 import contextlib
@@ -10,21 +10,19 @@ import os
 import pathlib
 import resource
 import statistics
-import sys
 import tempfile
-import time
 
 from model_defs.flops import training_flops
+from pipeline.bench.peer import describe, torch_peer
+from pipeline.bench.step import random_batch, time_steps, trainer_steps
 from pipeline.bench.timing import MATMUL_SIZES, CoreMeter, best_matmul, fmt, matmul_rate
 
 
 def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, meter=None, beside=None):
-    """Training images/s of the model's compiled training step on one in-memory batch.
+    """Training images/s of the model `pipeline.train` compiles, its step timed by `pipeline.bench.step`.
 
-    The step is the one `model.fit` runs (`model.train_function` over a
-    dataset iterator), fed one batch repeated from memory, with no callbacks:
-    the model and optimizer alone. (`train_on_batch` adds Python overhead
-    per call, about a tenth of a step here.)
+    The model and optimizer alone: one in-memory batch, no input pipeline,
+    no callbacks.
 
     Args:
         config: the `Config` (model, precision, jit).
@@ -34,39 +32,19 @@ def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, mete
         repeats: timings.
         num_classes: width of fc8.
         meter: a `CoreMeter` to charge the timed steps to.
-        beside: a function called (untimed) before each timing, e.g. a matmul
-            timing, so that both see the machine in the same state.
+        beside: a function called (untimed) before each timing (`time_steps`).
 
     Returns:
         (list of images/s, the model).
     """
     import keras
-    import tensorflow as tf
 
     from pipeline.training.model import build_model, compile_model
 
     keras.utils.set_random_seed(config.seed)
     model = compile_model(build_model(config, num_classes), config, num_classes)
-    size = config.data.image_size
-    images = tf.random.uniform((batch_size, size, size, 3), 0, 255)
-    labels = tf.random.uniform((batch_size,), 0, num_classes, dtype=tf.int32)
-    model.train_on_batch(images, labels)  # builds the metrics and optimizer, traces the step
-    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-    for _ in range(warmup):
-        logs = model.train_function(iterator)
-    float(logs["loss"])
-    rates = []
-    meter = meter or CoreMeter()
-    for _ in range(repeats):
-        if beside is not None:
-            beside()
-        with meter.measure():
-            start = time.perf_counter()
-            for _ in range(steps):
-                logs = model.train_function(iterator)
-            float(logs["loss"])  # wait for the last step
-            rates.append(steps * batch_size / (time.perf_counter() - start))
-    return rates, model
+    run = trainer_steps(model, *random_batch(batch_size, config.data.image_size, num_classes, config.seed))
+    return time_steps(run, batch_size, steps, warmup, repeats, meter, beside), model
 
 
 def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None, source="synthetic"):
@@ -86,7 +64,7 @@ def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None, s
             and with the source's own classes.
 
     Returns:
-        A list of images/s, one per timed epoch (the trainer's own figure).
+        A list of images/s, one per timed epoch (the trainer's own measure).
     """
     from pipeline.training.run import train
 
@@ -120,37 +98,11 @@ def _peak_rss_gib():
 def _variant_flops(config, num_classes):
     from pipeline.training.model import build_model
 
-    figures = {}
+    flops = {}
     for groups in (2, 1):
         variant = config.derive({"model.groups": groups, "train.precision": "float32"})
-        figures[groups] = training_flops(build_model(variant, num_classes))
-    return figures
-
-
-def torch_rate(config, batch_size, steps, warmup, repeats, num_classes=1000):
-    """images/s of the PyTorch reference step (a subprocess), or None with the reason when it cannot run."""
-    import json
-    import subprocess
-
-    root = pathlib.Path(__file__).resolve().parents[2]
-    if not (root / "benchmarks" / "torch_reference.py").is_file():
-        return None, "benchmarks/torch_reference.py is not here: the peer runs from the project's checkout"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    command = [
-        sys.executable, "-m", "benchmarks.torch_reference",
-        "--image-size", str(config.data.image_size), "--batch-size", str(batch_size),
-        "--groups", str(config.model.groups), "--steps", str(steps), "--warmup", str(warmup),
-        "--repeats", str(repeats), "--num-classes", str(num_classes),
-        "--widths", config.model.widths, "--fc-units", str(config.model.fc_units),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        return None, f"benchmarks.torch_reference failed: {done.stderr.strip().splitlines()[-1:]}"
-    result = json.loads(lines[-1])
-    if "error" in result:
-        return None, result["error"]
-    return result["images_per_second"], f"torch {result['torch']} on {result['device']}, {result['threads']} threads"
+        flops[groups] = training_flops(build_model(variant, num_classes))
+    return flops
 
 
 def benchmark(
@@ -170,29 +122,29 @@ def benchmark(
         out: where lines go.
 
     Returns:
-        A dict of the figures (medians and lists).
+        A dict of the measurements (lists, one entry per timing, and single values).
     """
-    figures = {}
+    results = {}
     _describe_setup(config, batch_size, num_classes, out)
-    ceiling = _ceiling(config, repeats, out, figures)
+    ceiling = _ceiling(config, repeats, out, results)
     variants = _variant_flops(config, num_classes)
     out(
         f"training FLOPs/image    {variants[2] / 1e9:.3f} GFLOP (groups 2, the paper), "
         f"{variants[1] / 1e9:.3f} GFLOP (groups 1)"
     )
-    steps_per_s = _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out, figures)
+    steps_per_s = _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out, results)
     t = config.train
     if torch is None:
         import importlib.util
 
         torch = importlib.util.find_spec("torch") is not None and t.precision == "float32" and not t.jit_compile
     if torch:
-        _torch(config, batch_size, steps, warmup, repeats, num_classes, steps_per_s, out, figures)
+        _torch(config, batch_size, steps, warmup, repeats, num_classes, steps_per_s, out, results)
     if fit:
-        _fit(config, batch_size, steps, warmup, repeats, num_classes, fit_source, steps_per_s, out, figures)
-    figures["peak_rss_gib"] = _peak_rss_gib()
-    out(f"peak RSS                {figures['peak_rss_gib']:.2f} GiB")
-    return figures
+        _fit(config, batch_size, steps, warmup, repeats, num_classes, fit_source, steps_per_s, out, results)
+    results["peak_rss_gib"] = _peak_rss_gib()
+    out(f"peak RSS                {results['peak_rss_gib']:.2f} GiB")
+    return results
 
 
 def _describe_setup(config, batch_size, num_classes, out):
@@ -219,24 +171,24 @@ def _describe_setup(config, batch_size, num_classes, out):
         out(f"CPU kernels: {kernels} (TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})")
 
 
-def _ceiling(config, repeats, out, figures):
+def _ceiling(config, repeats, out, results):
     """The matmul ceiling: (peak GFLOP/s, the faster matrix size, the compute dtype under mixed precision)."""
     matmul_cores = CoreMeter()
     matmul_sizes = {}
     with matmul_cores.measure():
         matmul = best_matmul("float32", repeats, out, matmul_sizes)
-    figures["matmul_gflops"] = matmul
+    results["matmul_gflops"] = matmul
     out(matmul_cores.describe())
     compute_dtype = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(config.train.precision)
     peak = statistics.median(matmul)
     if compute_dtype:
         half = best_matmul(compute_dtype, repeats, out, matmul_sizes)
-        figures[f"matmul_{compute_dtype}_gflops"] = half
+        results[f"matmul_{compute_dtype}_gflops"] = half
         peak = max(peak, statistics.median(half))
     return peak, matmul_sizes[compute_dtype or "float32"], compute_dtype
 
 
-def _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out, figures):
+def _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out, results):
     """The step's images/s and its fraction of the matmul rate, also paired with a matmul timed just before."""
     import keras
 
@@ -257,7 +209,7 @@ def _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out,
     keras.backend.clear_session()
     achieved = [rate * flops / 1e9 for rate in steps_per_s]
     fractions = [a / m for a, m in zip(achieved, paired)]
-    figures.update(
+    results.update(
         step_images_per_second=steps_per_s, step_cores=step_cores.cores, training_flops=flops, peak_gflops=peak,
         paired_matmul_gflops=paired, peak_fractions=fractions,
     )
@@ -270,30 +222,31 @@ def _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out,
     out(
         f"  paired with a matmul ({peak_size}) timed before each repeat: {fmt(fractions, 'of the matmul rate', 2)}"
     )
-    figures["step_peak_rss_gib"] = _peak_rss_gib()
-    out(f"  peak RSS so far         {figures['step_peak_rss_gib']:.2f} GiB")
+    results["step_peak_rss_gib"] = _peak_rss_gib()
+    out(f"  peak RSS so far         {results['step_peak_rss_gib']:.2f} GiB")
     return steps_per_s
 
 
-def _torch(config, batch_size, steps, warmup, repeats, num_classes, steps_per_s, out, figures):
-    """The PyTorch peer's step, and ours against it."""
-    torch_per_s, how = torch_rate(config, batch_size, steps, warmup, repeats, num_classes)
-    if torch_per_s is None:
-        out(f"PyTorch step            not measured: {how}")
+def _torch(config, batch_size, steps, warmup, repeats, num_classes, steps_per_s, out, results):
+    """The PyTorch peer's step (float32), and ours against it."""
+    result = torch_peer(config.model, config.data.image_size, batch_size, steps, warmup, repeats, num_classes)
+    if "error" in result:
+        out(f"PyTorch step            not measured: {result['error']}")
         return
-    figures["torch_images_per_second"] = torch_per_s
+    torch_per_s = result["images_per_second"]
+    results["torch_images_per_second"] = torch_per_s
     ratio = statistics.median(steps_per_s) / statistics.median(torch_per_s)
-    out(f"PyTorch step (same net) {fmt(torch_per_s, 'images/s')}; {how}")
+    out(f"PyTorch step (same net) {fmt(torch_per_s, 'images/s')}; {describe(result)}")
     out(f"  our step = {ratio:.2f}x PyTorch's")
 
 
-def _fit(config, batch_size, steps, warmup, repeats, num_classes, fit_source, steps_per_s, out, figures):
+def _fit(config, batch_size, steps, warmup, repeats, num_classes, fit_source, steps_per_s, out, results):
     """A real training run's images/s, against the step timed before and after it."""
     import keras
 
     fit_cores = CoreMeter()
     fit_per_s = fit_rate(config, batch_size, steps, repeats, num_classes, fit_cores, source=fit_source)
-    figures["fit_images_per_second"] = fit_per_s
+    results["fit_images_per_second"] = fit_per_s
     out(f"fit (pipeline.train)    {fmt(fit_per_s, 'images/s')} on data.source={fit_source}")
     out(fit_cores.describe(" over the whole run (tracing, validation, backups included)", warn=False))
     # The step again, so that a drift of the machine's speed during the
@@ -301,9 +254,9 @@ def _fit(config, batch_size, steps, warmup, repeats, num_classes, fit_source, st
     again, model = step_rate(config, batch_size, steps, warmup, repeats, num_classes)
     del model
     keras.backend.clear_session()
-    figures["step_after_fit_images_per_second"] = again
+    results["step_after_fit_images_per_second"] = again
     out(f"step again after fit    {fmt(again, 'images/s')}")
     reference = statistics.median(steps_per_s + again)
     ratio = statistics.median(fit_per_s) / reference
     worst = min(fit_per_s) / reference
-    out(f"  fit = {ratio:.2f} of the step figure before and after (worst epoch {worst:.2f})")
+    out(f"  fit = {ratio:.2f} of the step before and after (worst epoch {worst:.2f})")

@@ -7,10 +7,12 @@ import time
 
 
 def median_spread(values):
+    """(median, minimum, maximum) of a list of timings."""
     return statistics.median(values), min(values), max(values)
 
 
 def fmt(values, unit, digits=1):
+    """Timings as text: "<median> <unit> (spread <min>-<max>, <n> runs)", with `digits` decimals."""
     median, low, high = median_spread(values)
     return f"{median:.{digits}f} {unit} (spread {low:.{digits}f}-{high:.{digits}f}, {len(values)} runs)"
 

@@ -1,6 +1,6 @@
 """Evaluating a finished run: its split rebuilt from config.yaml, scored, recorded, and drawn.
 
-The figures go to <run>/eval_<split>_<crops>.json and to TensorBoard under
+The errors go to <run>/eval_<split>_<crops>.json and to TensorBoard under
 <run>/logs/eval; the pictures (`pipeline.evaluation.pictures`) to
 <run>/figures/*.png and TensorBoard images.
 """
@@ -94,13 +94,13 @@ def evaluate_run(
         overrides: `data.key=value` strings applied to the run's config, to
             evaluate on another dataset with the same classes.
         verbose: 1 shows a progress bar.
-        pictures: also draw the pictures of `pipeline.evaluation.figures` into
+        pictures: also draw the pictures of `pipeline.evaluation.pictures` into
             <run>/figures/ and TensorBoard.
         neighbour_pool: training images searched for the nearest neighbours.
 
     Returns:
-        The figures (also written to eval_<split>_<crops>.json and TensorBoard);
-        `figure_files` lists the PNG files written, relative to the run
+        The results (also written to eval_<split>_<crops>.json and TensorBoard);
+        `figure_files` lists the picture files written, relative to the run
         directory (none without pictures).
 
     Raises:
@@ -109,7 +109,7 @@ def evaluate_run(
     """
     from pipeline.config import load_config
     from pipeline.data.pipelines import eval_pipeline
-    from pipeline.evaluation.pictures import evaluation_figures
+    from pipeline.evaluation.pictures import evaluation_pictures
     from pipeline.evaluation.scoring import evaluate_model, write_tensorboard
     from pipeline.serving.run_model import load_run_model
     from pipeline.storage.files import atomic_write_text
@@ -124,34 +124,34 @@ def evaluate_run(
     config = load_config([run_dir / CONFIG_FILE], overrides)
     batch_size = batch_size or max(1, config.train.batch_size // crops)
     source, examples, size, skipped = open_split(config, model, split)
-    samples = _samples(int(model.output_shape[-1])) if pictures else None
+    samples = _samples(int(model.output_shape[-1]), config.seed) if pictures else None
     result = evaluate_model(
         model, eval_pipeline(examples, config.data, batch_size, crops=crops), crops, int(model.output_shape[-1]),
         num_batches=math.ceil(size / batch_size), verbose=verbose, samples=samples,
     )  # fmt: skip
-    figures = _record(run_dir, split, crops, config, batch_size, skipped, result)
+    results = _record(run_dir, split, crops, config, batch_size, skipped, result)
     if samples is not None:
-        paths = evaluation_figures(
-            run_dir, config, model, source, samples, figures, batch_size * crops, neighbour_pool, verbose
+        paths = evaluation_pictures(
+            run_dir, config, model, source, samples, results, batch_size * crops, neighbour_pool, verbose
         )
-        figures["figure_files"] = [str(path.relative_to(run_dir)) for path in paths]
-    atomic_write_text(eval_result_path(run_dir, split, crops), json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    write_tensorboard(run_dir / LOGS_DIR / EVAL_LOGS_DIR, figures, step=config.train.epochs)
-    return figures
+        results["figure_files"] = [str(path.relative_to(run_dir)) for path in paths]
+    atomic_write_text(eval_result_path(run_dir, split, crops), json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_tensorboard(run_dir / LOGS_DIR / EVAL_LOGS_DIR, results, step=config.train.epochs)
+    return results
 
 
-def _samples(num_classes):
-    from pipeline.evaluation.figures import (
+def _samples(num_classes, seed):
+    from pipeline.evaluation.analysis import (
         NEIGHBOUR_QUERIES,
         TOP5_IMAGES,
         EvaluationSamples,
     )
 
-    return EvaluationSamples(num_classes, keep_first=max(TOP5_IMAGES, NEIGHBOUR_QUERIES))
+    return EvaluationSamples(num_classes, shown=max(TOP5_IMAGES, NEIGHBOUR_QUERIES), seed=seed)
 
 
 def _record(run_dir, split, crops, config, batch_size, skipped, result):
-    """The evaluation's figures as eval_<split>_<crops>.json holds them."""
+    """The evaluation's results as eval_<split>_<crops>.json holds them."""
     from pipeline.evaluation import references
 
     return {

@@ -1,4 +1,4 @@
-"""Top-k error, the figure the paper reports (section 6), as Keras metrics."""
+"""Top-k error, the measure the paper reports (section 6), as Keras metrics."""
 
 import keras
 

@@ -1,12 +1,23 @@
 """The pictures of an evaluation: fc7 nearest neighbours searched over a training pool, six PNGs and
-TensorBoard images (what `pipeline.evaluation.figures` draws)."""
+TensorBoard images (computed by `pipeline.evaluation.analysis`, drawn by `pipeline.evaluation.drawing`)."""
 
 import os
 import pathlib
 
+import numpy as np
+
 from pipeline.errors import ConfigError
 from pipeline.storage.rundir import EVAL_LOGS_DIR, FIGURES_DIR, LOGS_DIR
 
+# The pictures an evaluation writes, in order: <run>/figures/<name>.png, and the TensorBoard tag.
+PICTURES = (
+    "conv1_kernels",
+    "top5_predictions",
+    "nearest_neighbours",
+    "per_class_error",
+    "confusion_matrix",
+    "confident_mistakes",
+)
 # Training images searched for the nearest neighbours: enough to find look-alikes, few enough for ImageNet.
 NEIGHBOUR_POOL = 5000
 # The layer whose activations (after its ReLU) the paper compares between images (section 6.1).
@@ -45,9 +56,9 @@ def search_neighbours(extract, queries, dataset, k):
         k: neighbours per query.
 
     Returns:
-        The `pipeline.evaluation.figures.NeighbourSearch` after the whole pool.
+        The `pipeline.evaluation.analysis.NeighbourSearch` after the whole pool.
     """
-    from pipeline.evaluation.figures import NeighbourSearch
+    from pipeline.evaluation.analysis import NeighbourSearch
 
     search = NeighbourSearch(extract(queries), k)
     for images, labels in dataset:
@@ -56,46 +67,44 @@ def search_neighbours(extract, queries, dataset, k):
     return search
 
 
-def draw_figures(model, samples, neighbours, class_names, groups, split="validation"):
+def draw_pictures(model, samples, neighbours, class_names, groups, split="validation"):
     """The six pictures of an evaluation, as matplotlib figures.
 
     Args:
         model: the run's Keras model (conv1's kernels).
         samples: the `EvaluationSamples` of the evaluated split.
-        neighbours: the `NeighbourSearch` of the first samples.
+        neighbours: the `NeighbourSearch` of the first sampled images.
         class_names: class index -> name.
         groups: model.groups of the run (towers of the kernel picture).
         split: the evaluated split (the neighbour picture's title).
 
     Returns:
-        dict picture name (`pipeline.evaluation.figures.FIGURE_NAMES`) -> `Figure`.
+        dict picture name (`PICTURES`, in order) -> `Figure`.
     """
-    from pipeline.evaluation import figures
+    from pipeline.evaluation import drawing
 
+    images, labels, probabilities = samples.shown()
     queries = len(neighbours.queries)
-    mistakes = samples.mistakes.items()
     return {
-        "conv1_kernels": figures.render_kernels(model.get_layer("conv1").get_weights()[0], groups),
-        "top5_predictions": figures.render_top5(
-            samples.first_images, samples.first_labels, samples.first_probabilities, class_names
+        "conv1_kernels": drawing.render_kernels(model.get_layer("conv1").get_weights()[0], groups),
+        "top5_predictions": drawing.render_top5(images, labels, probabilities, class_names),
+        "nearest_neighbours": drawing.render_neighbours(
+            images[:queries], labels[:queries], neighbours.results(), class_names, split
         ),
-        "nearest_neighbours": figures.render_neighbours(
-            samples.first_images[:queries], samples.first_labels[:queries], neighbours.results(), class_names, split
-        ),
-        "per_class_error": figures.render_per_class_error(samples.confusion, class_names),
-        "confusion_matrix": figures.render_confusion(samples.confusion, class_names),
-        "confident_mistakes": figures.render_mistakes(mistakes, class_names),
+        "per_class_error": drawing.render_per_class_error(samples.confusion, class_names),
+        "confusion_matrix": drawing.render_confusion(samples.confusion, class_names),
+        "confident_mistakes": drawing.render_mistakes(samples.mistakes.items(), class_names),
     }
 
 
-def write_figures(drawn, figures_dir, log_dir, step, description):
+def write_pictures(drawn, figures_dir, log_dir, step, description):
     """Writes each picture as `<figures_dir>/<name>.png` and as a TensorBoard image (tag: the name).
 
     Each PNG is written through a temporary file and a rename, so a killed
     evaluation leaves the previous picture or the new one.
 
     Args:
-        drawn: dict name -> `Figure` (`draw_figures`).
+        drawn: dict name -> `Figure` (`draw_pictures`).
         figures_dir: <run>/figures.
         log_dir: <run>/logs/eval.
         step: the TensorBoard step (the epochs the run trained).
@@ -106,7 +115,7 @@ def write_figures(drawn, figures_dir, log_dir, step, description):
     """
     import tensorflow as tf
 
-    from pipeline.evaluation.figures import encode_png, rgb_array
+    from pipeline.evaluation.drawing import encode_png, rgb_array
 
     figures_dir = pathlib.Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +148,7 @@ def class_names_of(run_dir, source, num_classes):
     return names if len(names) == num_classes else list(source.class_names)
 
 
-def evaluation_figures(run_dir, config, model, source, samples, figures, batch_size, neighbour_pool, verbose=1):
+def evaluation_pictures(run_dir, config, model, source, samples, results, batch_size, neighbour_pool, verbose=1):
     """Searches the training pool for the nearest neighbours, then draws and writes the six pictures.
 
     Args:
@@ -148,7 +157,7 @@ def evaluation_figures(run_dir, config, model, source, samples, figures, batch_s
         model: the run's model.
         source: the evaluation's `pipeline.data.splits.Source`.
         samples: the `EvaluationSamples` of the evaluated split.
-        figures: the evaluation's figures (split, crops, images), for the descriptions.
+        results: the evaluation's results (split, crops, images), for the descriptions.
         batch_size: images per step of the pool pass.
         neighbour_pool: the first this many training images are searched.
         verbose: 1 says what is searched.
@@ -158,7 +167,7 @@ def evaluation_figures(run_dir, config, model, source, samples, figures, batch_s
     """
     from pipeline.data.decode import skip_undecodable
     from pipeline.data.pipelines import eval_pipeline
-    from pipeline.evaluation.figures import NEIGHBOUR_QUERIES, NEIGHBOURS
+    from pipeline.evaluation.analysis import NEIGHBOUR_QUERIES, NEIGHBOURS
 
     pool = source.train.take(neighbour_pool)
     if source.encoded:
@@ -172,16 +181,16 @@ def evaluation_figures(run_dir, config, model, source, samples, figures, batch_s
               f"in {FEATURE_LAYER} space")
     neighbours = search_neighbours(
         feature_extractor(model),
-        samples.first_images[:NEIGHBOUR_QUERIES],
+        np.stack(samples.shown()[0][:NEIGHBOUR_QUERIES]),
         eval_pipeline(pool, config.data, batch_size),
         NEIGHBOURS,
     )
-    views = "ten crops (the centre one shown)" if figures["crops"] == 10 else "centre crop"
+    views = "ten crops (the centre one shown)" if results["crops"] == 10 else "centre crop"
     description = (
-        f"{figures['images']:,} {figures['split']} images of {config.data.source}, {views}; "
+        f"{results['images']:,} {results['split']} images of {config.data.source}, {views}; "
         f"nearest neighbours among {neighbours.pool_size:,} training images; model after {config.train.epochs} epochs."
     )
     class_names = class_names_of(run_dir, source, model.output_shape[-1])
-    drawn = draw_figures(model, samples, neighbours, class_names, config.model.groups, figures["split"])
-    return write_figures(drawn, run_dir / FIGURES_DIR, run_dir / LOGS_DIR / EVAL_LOGS_DIR, config.train.epochs,
+    drawn = draw_pictures(model, samples, neighbours, class_names, config.model.groups, results["split"])
+    return write_pictures(drawn, run_dir / FIGURES_DIR, run_dir / LOGS_DIR / EVAL_LOGS_DIR, config.train.epochs,
                          description)

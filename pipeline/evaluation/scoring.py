@@ -96,7 +96,7 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
         num_batches: length of the progress bar (None: unknown).
         verbose: 1 shows a progress bar (one closing line when stdout is not a
             terminal, so a log file does not fill with redrawn bars), 0 is silent.
-        samples: a `pipeline.evaluation.figures.EvaluationSamples` given every batch's
+        samples: a `pipeline.evaluation.analysis.EvaluationSamples` given every batch's
             (centre-view) images, labels and probabilities; None: none.
 
     Returns:
@@ -135,57 +135,38 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
     }
 
 
-def reference_rows():
-    """The published figures to print beside a result: (label, top-1, top-5), None where not reported."""
-    return [
-        ("paper, one CNN, 10 crops (val)", references.PAPER_ONE_CNN_TOP1, references.PAPER_ONE_CNN_TOP5),
-        ("paper, 7-CNN ensemble (test)", None, references.PAPER_ENSEMBLE_TOP5),
-        ("torchvision AlexNet, 1 crop (val)", references.TORCHVISION_TOP1, references.TORCHVISION_TOP5),
-    ]
-
-
-def format_table(figures):
-    """The result beside the paper's and torchvision's figures.
+def format_table(results):
+    """The evaluation's errors beside the paper's and torchvision's (`references.comparison_table`).
 
     Args:
-        figures: the dict written to eval_<split>_<crops>.json.
+        results: the dict written to eval_<split>_<crops>.json.
 
     Returns:
-        The table as text.
+        The table as text, under a line saying what was evaluated and how fast.
     """
-    crops = figures["crops"]
-    label = f"this run, {crops} crop{'s' if crops > 1 else ''} ({figures['split']})"
-    rows = [(label, figures["top1_error"], figures["top5_error"])] + reference_rows()
-    width = max(len(row[0]) for row in rows)
-
-    def cell(value):
-        return f"{'-':>11}" if value is None else f"{value:11.2%}"
-
-    lines = [
-        f"{figures['run']}: {figures['images']:,} {figures['split']} images ({figures['data_source']}) "
-        f"in {figures['seconds']:.1f} s ({figures['images_per_second']:.1f} images/s)",
-        f"  {'':<{width}}  {'top-1 error':>11}  {'top-5 error':>11}",
-    ]
-    lines += [f"  {name:<{width}}  {cell(top1)}  {cell(top5)}" for name, top1, top5 in rows]
-    lines.append("  (the reference figures are ILSVRC-2012, 1000 classes; compare like with like)")
-    return "\n".join(lines)
+    heading = (
+        f"{results['run']}: {results['images']:,} {results['split']} images ({results['data_source']}) "
+        f"in {results['seconds']:.1f} s ({results['images_per_second']:.1f} images/s)"
+    )
+    errors = {results["crops"]: (results["top1_error"], results["top5_error"])}
+    return "\n".join([heading, *references.comparison_table(results["split"], errors)])
 
 
-def write_tensorboard(log_dir, figures, step):
+def write_tensorboard(log_dir, results, step):
     """Writes the errors as scalars `<split>_<crops>crop_top1_error` / `_top5_error` at `step`.
 
     Args:
         log_dir: <run>/logs/eval.
-        figures: the evaluation's figures.
+        results: the evaluation's results.
         step: the x position (the epochs the run trained), so the point sits at
             the end of the training curves.
     """
     import tensorflow as tf
 
-    prefix = f"{figures['split']}_{figures['crops']}crop"
+    prefix = f"{results['split']}_{results['crops']}crop"
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
         for name in ("top1_error", "top5_error"):
-            if figures[name] is not None:
-                tf.summary.scalar(f"{prefix}_{name}", figures[name], step=step)
+            if results[name] is not None:
+                tf.summary.scalar(f"{prefix}_{name}", results[name], step=step)
     writer.close()

@@ -18,7 +18,7 @@ class TenCropValidation(keras.callbacks.Callback):
     `val_top5_error` stay as they are.
 
     Put it before EpochStats and the TensorBoard callback (the logs dict is
-    shared, so TensorBoard writes the figures to the `validation` run as
+    shared, so TensorBoard writes the errors to the `validation` run as
     epoch_10crop_top1_error / epoch_10crop_top5_error, and the backup's history,
     hence metrics.json, keeps them), and before the plateau schedule, which
     may monitor `val_10crop_top1_error`.

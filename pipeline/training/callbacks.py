@@ -20,6 +20,7 @@ from model_defs import keras_private
 from pipeline.data.splits import DataError
 from pipeline.errors import RunFailed
 from pipeline.evaluation import references
+from pipeline.evaluation.images import image_grid
 
 # TensorBoard image tag of the first training batch (in the `train` run).
 AUGMENTED_BATCH_TAG = "augmented_batch"
@@ -102,81 +103,6 @@ class ReferenceLines(keras.callbacks.Callback):
         self._writers = {}
 
 
-def grid_shape(count):
-    """(rows, columns) of the grid that shows `count` images: ceil(sqrt(count)) columns, rows as needed.
-
-    16 images -> 4 x 4, 5 -> 2 x 3, 1 -> 1 x 1.
-    """
-    columns = max(1, math.ceil(math.sqrt(count)))
-    return max(1, math.ceil(count / columns)), columns
-
-
-def image_grid(images, max_images=16, border=2, fill=255):
-    """Tiles images into one uint8 picture, row by row, each framed by a thin border.
-
-    The first min(N, max_images) images fill a `grid_shape` grid: image i goes
-    to row i // columns, column i % columns, its top-left pixel at
-    (border + row * (H + border), border + column * (W + border)). The borders
-    and the cells left empty in the last row hold `fill`. Pixel values are
-    rounded and clipped to [0, 255] (the PCA colour noise can leave that range).
-
-    Args:
-        images: [N, H, W, C] array-like (N >= 1), pixel values on the 0-255 scale.
-        max_images: most images shown.
-        border: pixels between tiles and around the edge.
-        fill: value of the border pixels.
-
-    Returns:
-        uint8 array [rows * H + (rows + 1) * border, columns * W + (columns + 1) * border, C].
-    """
-    images = np.asarray(images, np.float32)[:max_images]
-    if images.ndim != 4 or not len(images):
-        raise ValueError(f"image_grid needs images of shape [N, H, W, C] with N >= 1, got {images.shape}")
-    count, height, width, channels = images.shape
-    rows, columns = grid_shape(count)
-    grid = np.full(
-        (rows * height + (rows + 1) * border, columns * width + (columns + 1) * border, channels), fill, np.uint8
-    )
-    tiles = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    for i, tile in enumerate(tiles):
-        top = border + (i // columns) * (height + border)
-        left = border + (i % columns) * (width + border)
-        grid[top : top + height, left : left + width] = tile
-    return grid
-
-
-def first_training_batch(data_config, batch_size, seed, shard=None):
-    """The first batch of the first epoch of the training pipeline: (images, labels) as numpy arrays.
-
-    Taken from a second pipeline built like the trainer's (`build_datasets`
-    with the same config and seed; without the cache, which changes no value).
-    Reading the trainer's own dataset once more would move its reshuffling and
-    augmentation seeds on by one epoch, so training would see other batches
-    than it does without this picture. The two pipelines give an epoch the
-    same images; their order can differ a little, as parallel augmentation
-    hands images on as they are finished (an image can move to a
-    neighbouring batch).
-
-    Costs what opening the source and the first batch of an epoch cost:
-    listing the files (folder source; `pipeline.train` lets it reuse the
-    trainer's listing, see `pipeline.data.listing.shared_listings`), filling the
-    shuffle buffer (up to 10,000 source images, read but not decoded for
-    file sources) and augmenting one batch.
-
-    Args:
-        data_config: `pipeline.config.DataConfig` of the run.
-        batch_size: global batch size.
-        seed: the run's seed.
-        shard: the trainer's (workers, index) under multi-worker training, so
-            that the picture comes from this worker's share of a folder.
-    """
-    from pipeline.data.pipelines import build_datasets
-
-    data = build_datasets(data_config.derive({"cache": False}), batch_size, seed=seed, shard=shard)
-    images, labels = next(iter(data.train.take(1)))
-    return images.numpy(), labels.numpy()
-
-
 class AugmentedImageGrid(keras.callbacks.Callback):
     """Shows in TensorBoard what the network sees: the first training batch after augmentation, as one image.
 
@@ -194,7 +120,7 @@ class AugmentedImageGrid(keras.callbacks.Callback):
         log_dir: the TensorBoard log directory of the run.
         batch: (images, labels), images [N, H, W, 3] on the 0-255 scale, or a
             function of no arguments returning them (called at the start of
-            training), e.g. `first_training_batch`.
+            training), e.g. `pipeline.data.preview.first_training_batch`.
         class_names: label -> class name; None leaves the names out.
         max_images: images in the grid (16: a 4 x 4 grid).
     """
@@ -236,7 +162,7 @@ class AugmentedImageGrid(keras.callbacks.Callback):
 class Conv1Kernels(keras.callbacks.Callback):
     """Shows in TensorBoard how conv1's kernels develop: the paper's Figure 3, during training.
 
-    Writes the kernel picture of `pipeline.evaluation.figures.render_kernels` (one block
+    Writes the kernel picture of `pipeline.evaluation.drawing.render_kernels` (one block
     per tower) as an image summary, tag `conv1_kernels`, to the `train` run of
     the log directory. The step is the number of finished epochs: step 0 at
     the start of training (the initial kernels, before any update), then after
@@ -264,7 +190,7 @@ class Conv1Kernels(keras.callbacks.Callback):
 
     def draw(self, step):
         """Writes the picture of the model's current conv1 kernels at `step`."""
-        from pipeline.evaluation.figures import render_kernels, rgb_array
+        from pipeline.evaluation.drawing import render_kernels, rgb_array
 
         kernel = keras.ops.convert_to_numpy(self.model.get_layer("conv1").kernel)
         title = f"conv1 kernels after {step} epoch{'' if step == 1 else 's'}"

@@ -154,7 +154,7 @@ def _start(config, run, cluster, backup):
     from pipeline.data.listing import shared_listings
     from pipeline.data.pipelines import build_datasets
     from pipeline.training import core
-    from pipeline.training.callbacks import first_training_batch
+    from pipeline.data.preview import first_training_batch
     from pipeline.training.model import build_model, compile_model
     from pipeline.training.strategy import scaled_learning_rate
 

@@ -1,15 +1,72 @@
-"""The benchmark command: its options, its report, the PyTorch peer, the CPU kernels; no timings are asserted."""
+"""The benchmark command: its three modes, their options, the TensorFlow report, the PyTorch peer's network, the
+CPU kernels; no timings are asserted."""
 
 import pytest
 
 from model_defs.alexnet import build_alexnet
 from pipeline import benchmark
+from pipeline.bench import input as input_benchmark
+from pipeline.console import cli
 from pipeline.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
 def paper_models():
     return build_alexnet(), build_alexnet(groups=1)
+
+
+def test_help_shows_every_mode_and_the_usage_examples(capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m pipeline.benchmark [--input | --backend BACKEND] [options]\n")
+    for text in ("modes (one at most, anywhere on the line):", "  --input ", "  --backend {jax,tensorflow,torch}",
+                 "    python -m pipeline.benchmark --backend jax --config configs/imagenet2012.yaml",
+                 "    python -m pipeline.benchmark --input [--images DIR]", "  --fit-source SOURCE"):
+        assert text in out, text
+    with pytest.raises(SystemExit):
+        benchmark.main(["--set", "model.groups=1", "--backend", "jax", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m pipeline.benchmark --backend {jax,tensorflow,torch} [options]\n")
+    assert "  --loss-steps N " in out and "  --grouped-conv " in out and "  --fit-source SOURCE" not in out
+
+
+def test_input_mode_stands_anywhere_and_hands_the_rest_to_the_input_benchmark(monkeypatch):
+    calls = []
+    monkeypatch.setattr(input_benchmark, "main", lambda argv: calls.append(argv))
+    for argv in (["--input", "--images", "DIR", "--repeats", "5"], ["--images", "DIR", "--input", "--repeats", "5"],
+                 ["--images", "DIR", "--repeats", "5", "--input"]):
+        assert benchmark.main(argv) == 0
+    assert calls == [["--images", "DIR", "--repeats", "5"]] * 3
+
+
+def test_one_mode_at_most(capsys):
+    assert benchmark.main(["--backend", "jax", "--steps", "1", "--input"]) == 2
+    assert capsys.readouterr().err == (
+        "error: argument --input: not allowed with argument --backend: see python -m pipeline.benchmark --help\n"
+    )
+
+
+def test_backend_options_and_the_model_from_the_config():
+    args = benchmark.parse_backend_args(["--backend", "jax"])
+    assert args.precision == ["mixed_bfloat16", "float32"] and args.batch_size == [128, 512]
+    assert args.grouped_conv == ["towers", "native"] and args.lrn_implementation == ["auto"]
+    assert (args.steps, args.warmup, args.repeats, args.num_classes, args.config, args.set) == (20, 3, 3, 1000, [], [])
+    args = benchmark.parse_backend_args(["--set", "model.groups=1", "--backend", "torch", "--batch-size", "4", "8",
+                                         "--config", "configs/imagenet2012.yaml", "--no-timing", "--loss-steps", "5"])
+    assert (args.backend, args.batch_size, args.timing, args.loss_steps) == ("torch", [4, 8], False, 5)
+    assert (args.config, args.set) == (["configs/imagenet2012.yaml"], ["model.groups=1"])
+    with pytest.raises(ConfigError, match="--batch-size must be at least 1, got 0") as stop:
+        benchmark.parse_backend_args(["--backend", "jax", "--batch-size", "4", "0"])
+    assert cli.exit_status(stop.value) == 2
+
+
+def test_backend_mode_reads_the_config_before_anything_else(capsys):
+    assert benchmark.main(["--backend", "jax", "--set", "data.image_size=32"]) == 2
+    assert capsys.readouterr().err.startswith("error: data.image_size: Input should be greater than or equal to 64")
+    assert benchmark.main(["--backend", "jax", "--set", "model.widths=alexnet"]) == 2
+    assert "model.widths" in capsys.readouterr().err
 
 
 def test_options_map_onto_the_config():
@@ -21,14 +78,14 @@ def test_options_map_onto_the_config():
 
 
 @pytest.mark.slow
-def test_report_names_every_figure(capsys, tmp_path):
+def test_report_names_every_measurement(capsys, tmp_path):
     import importlib.util
 
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    for i in range(12):  # the end-to-end figure reads real JPEGs from a folder
+    for i in range(12):  # the end-to-end fit reads real JPEGs from a folder
         path = tmp_path / f"class{i % 2}" / f"{i}.jpg"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(tf.io.encode_jpeg(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).numpy())
@@ -38,7 +95,7 @@ def test_report_names_every_figure(capsys, tmp_path):
     out = capsys.readouterr().out
     for label in ("CPU kernels: ", "matmul float32  2048", "matmul float32  4096", "training FLOPs/image",
                   "step (in-memory batch)", "of the matmul rate", "paired with a matmul", "fit (pipeline.train)",
-                  f"folder:{tmp_path}", "step again after fit", "of the step figure before and after", "peak RSS"):
+                  f"folder:{tmp_path}", "step again after fit", "of the step before and after", "peak RSS"):
         assert label in out, label
     if importlib.util.find_spec("torch"):
         assert "PyTorch step (same net)" in out and "x PyTorch's" in out

@@ -1,4 +1,4 @@
-"""`python -m pipeline.evaluate`: centre crop and the paper's ten crops, figures, TensorBoard."""
+"""`python -m pipeline.evaluate`: centre crop and the paper's ten crops, the results file and table, TensorBoard."""
 
 import json
 
@@ -81,16 +81,16 @@ def test_top_k_hits_counts_ties_as_hits():
 
 
 @pytest.mark.parametrize("crops, batch_args, batch_size", [(1, ["--batch-size", "3"], 3), (10, [], 1)])
-def test_evaluate_command_writes_figures_beside_the_papers(run, capsys, crops, batch_args, batch_size):
+def test_evaluate_command_writes_errors_beside_the_papers(run, capsys, crops, batch_args, batch_size):
     run_dir, _, _, direct = run
     assert evaluate.main([str(run_dir), "--crops", str(crops), *batch_args]) == 0
     top1, top5 = errors(*direct[crops])
-    figures = json.loads((run_dir / f"eval_validation_{crops}.json").read_text())
-    assert (figures["split"], figures["crops"], figures["images"]) == ("validation", crops, 8)
-    assert figures["batch_size"] == batch_size  # default: train.batch_size (8) // crops
-    assert figures["top1_error"] == pytest.approx(top1, abs=1e-12)
-    assert figures["top5_error"] == pytest.approx(top5, abs=1e-12)
-    assert figures["reference"] == {
+    results = json.loads((run_dir / f"eval_validation_{crops}.json").read_text())
+    assert (results["split"], results["crops"], results["images"]) == ("validation", crops, 8)
+    assert results["batch_size"] == batch_size  # default: train.batch_size (8) // crops
+    assert results["top1_error"] == pytest.approx(top1, abs=1e-12)
+    assert results["top5_error"] == pytest.approx(top5, abs=1e-12)
+    assert results["reference"] == {
         "paper_one_cnn_top1": 0.407,
         "paper_one_cnn_top5": 0.182,
         "paper_ensemble_top5": 0.153,
@@ -125,8 +125,8 @@ def test_evaluate_command_writes_figures_beside_the_papers(run, capsys, crops, b
 
 def test_train_split_and_data_overrides(run):
     run_dir = run[0]
-    figures = evaluator.evaluate_run(run_dir, split="train", overrides=["data.num_examples=24"], verbose=0)
-    assert (figures["split"], figures["images"], figures["batch_size"]) == ("train", 24, 8)
+    results = evaluator.evaluate_run(run_dir, split="train", overrides=["data.num_examples=24"], verbose=0)
+    assert (results["split"], results["images"], results["batch_size"]) == ("train", 24, 8)
     assert json.loads((run_dir / "eval_train_1.json").read_text())["images"] == 24
 
 
@@ -164,8 +164,8 @@ def test_a_folder_of_photos_with_a_bad_file(run, tmp_path, capfd):
     layout.update({f"train/c{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
     layout["validation/c3/empty.jpg"] = b""
     write_tree(tmp_path / "photos", layout)
-    figures = evaluator.evaluate_run(
+    results = evaluator.evaluate_run(
         run[0], crops=10, overrides=[f"data.source=folder:{tmp_path / 'photos'}"], verbose=0
     )
-    assert (figures["images"], figures["skipped_images"]) == (20, 1)
+    assert (results["images"], results["skipped_images"]) == (20, 1)
     assert "empty.jpg" in capfd.readouterr().err

@@ -1,6 +1,6 @@
-"""The TensorFlow-free step benchmark (pipeline.bench.step): options, FLOP count, a tiny run on JAX, the peer."""
+"""The one training-step timer (pipeline.bench.step): what it times, the model it times, and a tiny run on JAX
+through `pipeline.benchmark --backend` with TensorFlow unimportable."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,24 +8,51 @@ import sys
 import pytest
 
 from pipeline.bench import step
-from pipeline.console import cli
-from pipeline.errors import ConfigError
+from pipeline.bench.timing import CoreMeter
+from pipeline.config import load_config
 from tests.helpers.runs import project_env
 
 
-def test_default_grid_is_the_papers_network_in_both_precisions_batches_and_grouped_forms():
-    args = step.parse_args([])
-    assert (args.image_size, args.groups, args.widths, args.lrn, args.fc_units) == (224, 2, "paper", True, 4096)
-    assert args.precision == ["mixed_bfloat16", "float32"] and args.batch_size == [128, 512]
-    assert args.grouped_conv == ["towers", "native"]
-    assert step.parse_args(["--groups", "1"]).grouped_conv == ["towers"]  # one tower has no form
-    with pytest.raises(ConfigError, match="--image-size must be at least 64 for AlexNet, got 32") as stop:
-        step.parse_args(["--image-size", "32"])
-    assert cli.exit_status(stop.value) == 2 and "python -m pipeline.benchmark --backend BACKEND --help" in str(stop.value)
+def test_time_steps_warms_up_then_times_each_repeat_after_the_function_beside_it(monkeypatch):
+    now, calls = [0.0], []
+
+    def run(n):  # a step takes 0.25 s of the fake clock
+        calls.append(("run", n))
+        now[0] += 0.25 * n
+
+    def beside():  # untimed, however long it takes
+        calls.append(("beside",))
+        now[0] += 100.0
+
+    monkeypatch.setattr(step.time, "perf_counter", lambda: now[0])
+    meter = CoreMeter()
+    rates = step.time_steps(run, batch_size=8, steps=4, warmup=3, repeats=2, meter=meter, beside=beside)
+    assert calls == [("run", 3), ("beside",), ("run", 4), ("beside",), ("run", 4)]
+    assert rates == [4 * 8 / 1.0, 4 * 8 / 1.0]
+    assert meter.wall == 2.0  # only the timed steps are charged
+    calls.clear()
+    assert step.time_steps(run, 4, 2, warmup=0, repeats=1) == [4 * 2 / 0.5]
+    assert calls == [("run", 2)]  # no warm-up step
 
 
-TINY = ["--image-size", "64", "--fc-units", "16", "--num-classes", "4", "--steps", "1", "--warmup", "0",
-        "--repeats", "1"]  # fmt: skip
+def test_the_timed_model_is_the_configured_one_with_the_papers_optimizer_and_no_metric():
+    config = load_config([], ["data.image_size=64", "model.fc_units=16", "model.groups=1", "train.precision=float32",
+                              "train.optimizer.learning_rate=0.02", "train.optimizer.weight_decay=0.001"])
+    model = step.bare_model(config, 4, lrn_implementation="windowed", jit=False)
+    assert model.get_layer("fc6").units == 16 and model.get_layer("conv2").groups == 1
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 4)
+    assert {layer.implementation for layer in model.layers if hasattr(layer, "implementation")} == {"windowed"}
+    assert type(model.optimizer).__name__ == "PaperSGD" and model.optimizer.coupled_weight_decay == 0.001
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+    images, labels = step.random_batch(2, 64, 4)
+    assert images.shape == (2, 64, 64, 3) and labels.tolist() == step.random_batch(2, 64, 4)[1].tolist()
+    run = step.trainer_steps(model, images, labels)
+    assert isinstance(run(2), float)
+    assert [m.name for m in model.metrics] == ["loss"]
+
+
+TINY = ["--set", "data.image_size=64", "--set", "model.fc_units=16", "--num-classes", "4", "--steps", "1",
+        "--warmup", "0", "--repeats", "1"]  # fmt: skip
 
 # pipeline.benchmark with --backend hands over before anything imports Keras or TensorFlow; TensorFlow is made
 # unimportable, as on a GPU host without it.
@@ -39,25 +66,17 @@ sys.exit(benchmark.main(sys.argv[1:]))
 
 @pytest.mark.slow
 def test_a_tiny_run_on_jax_through_pipeline_benchmark_needs_no_tensorflow(tmp_path):
-    argv = ["--backend", "jax", *TINY, "--precision", "float32", "--batch-size", "4", "--loss-steps", "2",
+    argv = [*TINY, "--precision", "float32", "--batch-size", "4", "--loss-steps", "2", "--backend", "jax",
             "--loss-batch-size", "4", "--no-torch", "--json", str(tmp_path / "steps.json")]  # fmt: skip
     done = subprocess.run([sys.executable, "-c", RUN, *argv], env=project_env(), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads((tmp_path / "steps.json").read_text())
-    assert figures["backend"] == "jax" and figures["tensorflow_loaded"] is False
-    assert [(s["grouped_conv"], s["batch_size"]) for s in figures["steps"]] == [("towers", 4), ("native", 4)]
-    assert all(s["images_per_second"][0] > 0 for s in figures["steps"])
-    (curve,) = figures["loss_curves"]
+    results = json.loads((tmp_path / "steps.json").read_text())
+    assert results["backend"] == "jax" and results["tensorflow_loaded"] is False
+    assert (results["image_size"], results["model"]["fc_units"], results["model"]["init"]) == (64, 16, "glorot_uniform")
+    assert [(s["grouped_conv"], s["batch_size"]) for s in results["steps"]] == [("towers", 4), ("native", 4)]
+    assert all(s["images_per_second"][0] > 0 for s in results["steps"])
+    (curve,) = results["loss_curves"]
     assert len(curve["losses"]) == 3 and curve["every_10"] == {"0": round(curve["losses"][0], 4)}
     assert "float32        batch    4  towers LRN auto" in done.stdout and "loss, float32" in done.stdout
-
-
-def test_the_pytorch_peer_runs_in_its_own_process():
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed (pip install -e '.[torch]')")
-    args = step.parse_args(TINY)
-    result = step.torch_peer(args, "bfloat16", 2)
-    assert "error" not in result, result
-    assert result["precision"] == "bfloat16" and len(result["images_per_second"]) == 1
-    assert result["device"] in ("cpu",) or result["device"].startswith("NVIDIA")
+    assert "AlexNet 64x64, groups 2, widths paper, LRN, fc 16, 4 classes" in done.stdout

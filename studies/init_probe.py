@@ -1,6 +1,6 @@
 """How each initialisation starts on real photos: activations of conv1..fc8 before any training.
 
-    python benchmarks/init_probe.py DIR [--count 16]      # DIR: photos (any depth), e.g. ImageNet JPEGs
+    python studies/init_probe.py DIR [--count 16]      # DIR: photos (any depth), e.g. ImageNet JPEGs
 
 For each `model.init`, prints per layer the mean activation (after ReLU; fc8's logits as they are) and the
 standard deviation across images (the part that depends on the image), and fc8's step factor
@@ -45,9 +45,9 @@ def main(argv=None):
         probe = keras.Model(model.input, [model.get_layer(name).output for name in LAYERS])
         cells = []
         for name, out in zip(LAYERS, probe(images, training=False)):
+            # conv1..fc7 carry their ReLU (activation="relu"), so these are the activations after it;
+            # fc8 gives the logits.
             out = np.asarray(out).reshape(len(images), -1)
-            if name != "fc8":
-                out = np.maximum(out, 0.0)  # the layers' outputs are taken before their ReLU
             cells.append(f"{name} {out.mean():.3g}/{out.std(axis=0).mean():.3g}")
             if name == "fc7":
                 factor = 0.01 * float(np.mean(np.sum(out**2, axis=1)))

@@ -1,7 +1,9 @@
-"""The TensorBoard picture of the augmented input: the grid, the callback, and a real run that writes it once."""
+"""The picture callbacks: the augmented first batch (once, at the start of a fresh run) and conv1's kernels
+(every few epochs), in TensorBoard; on the chief only."""
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,15 +11,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
+from pipeline.evaluation import drawing
+from pipeline.evaluation.images import image_grid
 from pipeline.training import run as training_run
 from pipeline.training.backup import RunBackup
 from pipeline.training.callbacks import (
     AUGMENTED_BATCH_TAG,
+    CONV1_KERNELS_TAG,
     AugmentedImageGrid,
-    first_training_batch,
-    grid_shape,
-    image_grid,
+    Conv1Kernels,
 )
+from pipeline.training.model import build_model
 from tests.helpers.runs import TINY, run_callbacks
 
 # A short run with the PCA colour noise on, as a user's run has it.
@@ -31,15 +35,22 @@ SHORT = TINY + [
 ]
 
 
-def image_events(log_dir, tag=AUGMENTED_BATCH_TAG):
-    """(decoded images, descriptions) of every summary under `tag` in the event files of `log_dir`."""
+def image_summaries(log_dir, tag):
+    """(steps, decoded images, description) of the image summary `tag` in `log_dir`."""
     acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
     acc.Reload()
     if tag not in acc.Tags()["tensors"]:
-        return [], []
+        return [], [], None
+    events = acc.Tensors(tag)
     # An image summary's tensor holds [width, height, PNG of each image].
-    images = [tf.image.decode_png(tf.make_ndarray(e.tensor_proto)[2]).numpy() for e in acc.Tensors(tag)]
-    return images, [acc.SummaryMetadata(tag).summary_description] * len(images)
+    images = [tf.image.decode_png(tf.make_ndarray(e.tensor_proto)[2]).numpy() for e in events]
+    return [e.step for e in events], images, acc.SummaryMetadata(tag).summary_description
+
+
+def image_events(log_dir, tag=AUGMENTED_BATCH_TAG):
+    """(decoded images, descriptions) of every summary under `tag` in the event files of `log_dir`."""
+    _, images, description = image_summaries(log_dir, tag)
+    return images, [description] * len(images)
 
 
 def tile(grid, i, size, columns=4, border=2):
@@ -60,34 +71,7 @@ def epoch_images(dataset):
     return {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
 
 
-def test_grid_of_five_images_is_two_rows_of_three_clipped_to_uint8():
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
-    images[0, 0, 0, 0] = 300.0
-    images[1, 0, 0, 0] = -5.0
-    grid = image_grid(images)
-    assert grid_shape(5) == (2, 3)
-    assert grid.shape == (2 * 32 + 3 * 2, 3 * 32 + 4 * 2, 3)
-    assert grid.dtype == np.uint8
-    expected = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    for i in range(5):
-        row, column = divmod(i, 3)
-        top, left = 2 + row * 34, 2 + column * 34
-        np.testing.assert_array_equal(grid[top : top + 32, left : left + 32], expected[i], err_msg=f"image {i}")
-    assert grid[2, 2, 0] == 255  # 300 clipped
-    assert grid[2, 36, 0] == 0  # -5 clipped
-    assert (grid[:2] == 255).all() and (grid[:, :2] == 255).all()  # the outer border
-    assert (grid[34:36] == 255).all() and (grid[:, 34:36] == 255).all()  # between tiles
-    assert (grid[36:68, 70:102] == 255).all()  # the empty sixth cell
-
-
-def test_grid_shows_at_most_sixteen_images_in_four_rows_of_four():
-    images = np.arange(20, dtype=np.float32)[:, None, None, None] * np.ones((20, 8, 8, 1), np.float32)
-    grid = image_grid(images)
-    assert grid.shape == (4 * 8 + 5 * 2, 4 * 8 + 5 * 2, 1)
-    for i in range(16):
-        assert (tile(grid, i, 8) == i).all(), i
-    assert grid_shape(1) == (1, 1) and grid_shape(16) == (4, 4) and grid_shape(17) == (4, 5)
+# ---------------------------------------------------------------- the augmented first batch
 
 
 def test_callback_writes_one_grid_with_the_class_names(tmp_path):
@@ -101,20 +85,6 @@ def test_callback_writes_one_grid_with_the_class_names(tmp_path):
     np.testing.assert_array_equal(grids[0], image_grid(images))
     names = ", ".join(["cat", "dog", "owl"][label] for label in labels[:16])
     assert descriptions[0].endswith(f"16 of its 20 images, row by row: {names}.")
-
-
-def test_first_training_batch_leaves_the_trainers_data_as_it_was():
-    config = load_config([], SHORT)
-    untouched = build_datasets(config.data, 16, seed=config.seed)
-    expected = [epoch_images(untouched.train) for _ in range(2)]
-    data = build_datasets(config.data, 16, seed=config.seed)
-    images, labels = first_training_batch(config.data, 16, config.seed)
-    assert images.shape == (16, 64, 64, 3) and images.dtype == np.float32 and labels.shape == (16,)
-    # Training then sees the epochs it sees without the picture, the first of them holding the pictured images.
-    seen = [epoch_images(data.train) for _ in range(2)]
-    assert seen == expected and expected[0] != expected[1]
-    pictured = {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
-    assert pictured <= seen[0]
 
 
 def test_no_grid_for_other_workers_or_a_resumed_run(tmp_path):
@@ -148,3 +118,54 @@ def test_training_run_writes_the_first_batch_once(tmp_path, loop):
     assert descriptions[0].count("class_") == 16
     for other in ("validation", "reference_one_cnn_18.2pct"):
         assert image_events(tmp_path / "run" / "logs" / other) == ([], [])
+
+
+# ---------------------------------------------------------------- conv1 kernels during training
+
+
+def test_training_callback_draws_the_kernels_at_step_0_and_every_few_epochs(tmp_path):
+    config = load_config([], TINY)
+    model = build_model(config, 8)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    initial = model.get_layer("conv1").get_weights()[0]
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 255, (8, 64, 64, 3)).astype(np.float32)
+    labels = np.arange(8) % 8
+    callback = Conv1Kernels(str(tmp_path), every=2, epochs=3, groups=2)
+    model.fit(images, labels, batch_size=8, epochs=3, callbacks=[callback], verbose=0)
+    final = model.get_layer("conv1").get_weights()[0]
+    assert np.abs(final - initial).max() > 0  # training moved the kernels
+
+    steps, pictures, description = image_summaries(tmp_path / "train", CONV1_KERNELS_TAG)
+    assert steps == [0, 2, 3]  # the start, every 2nd epoch, the last
+    expected_first = drawing.rgb_array(drawing.render_kernels(initial, 2, title="conv1 kernels after 0 epochs"))
+    expected_last = drawing.rgb_array(drawing.render_kernels(final, 2, title="conv1 kernels after 3 epochs"))
+    np.testing.assert_array_equal(pictures[0], expected_first)
+    np.testing.assert_array_equal(pictures[2], expected_last)
+    assert not np.array_equal(pictures[0], pictures[2])
+    assert "one block per tower" in description
+
+    resumed = tmp_path / "resumed"
+    callback = Conv1Kernels(str(resumed), every=2, epochs=3, groups=2, at_start=False)
+    model.fit(images, labels, batch_size=8, epochs=3, initial_epoch=1, callbacks=[callback], verbose=0)
+    assert image_summaries(resumed / "train", CONV1_KERNELS_TAG)[0] == [2, 3]
+
+
+def test_only_the_chief_draws_the_kernels_and_a_resumed_run_skips_step_0(tmp_path):
+    config = load_config([], TINY + ["model.groups=1", "train.epochs=7"])
+    batch = (np.zeros((2, 64, 64, 3), np.float32), np.zeros(2, np.int32))
+
+    def kernels(backup, first_batch):
+        callbacks = run_callbacks(config, tmp_path / "logs", 32, 2, 0.01, backup, 0, first_batch=first_batch)
+        assert isinstance(callbacks[-1], RunBackup)
+        return [c for c in callbacks if isinstance(c, Conv1Kernels)]
+
+    (chief,) = kernels(RunBackup(tmp_path / "fresh"), batch)
+    assert (chief.every, chief.epochs, chief.groups, chief.at_start) == (5, 7, 1, True)
+    assert kernels(RunBackup(tmp_path / "fresh"), None) == []
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / RunBackup.STATE_FILE).write_text(json.dumps({"epoch": 1}))
+    (again,) = kernels(RunBackup(resumed), batch)
+    assert again.at_start is False
