@@ -10,9 +10,11 @@ with descriptor 2 sent to a temporary file, lists the devices (which is when
 CUDA is probed), and then writes back every line that is not one of those
 notices, so warnings and errors still reach the terminal.
 
-Nothing happens when TF_CPP_MIN_LOG_LEVEL is set (any value: the user then
-chose TensorFlow's verbosity, and 0 shows everything), or when TensorFlow is
-already imported.
+It also sets TF_CPP_MIN_LOG_LEVEL=1 for the process, so that TensorFlow's
+INFO lines stay off once it runs; its warnings and errors show. Nothing happens
+when TF_CPP_MIN_LOG_LEVEL is set already (any value: the user then chose
+TensorFlow's verbosity, and 0 shows everything), or when TensorFlow is already
+imported.
 """
 
 import importlib.abc
@@ -21,6 +23,8 @@ import os
 import re
 import sys
 import tempfile
+
+QUIET_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 
 # Lines of TensorFlow's start-up that say nothing a user must act on.
 _NOISE = (
@@ -82,4 +86,6 @@ def quiet_startup():
         return False
     if not any(isinstance(finder, _QuietFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
+    # Once TensorFlow runs, its INFO lines (the profiler's sessions, ...) stay off too; warnings and errors show.
+    os.environ[QUIET_LEVEL_VARIABLE] = "1"
     return True

@@ -323,10 +323,30 @@ class TrainConfig(_Section):
     # (lr * batch_size / lr_reference_batch).
     lr_scaling: Literal["none", "linear"] = "none"
     lr_reference_batch: int = Field(128, ge=1)
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    jit_compile: bool = False  # XLA; explicit because Keras' "auto" turns it off on CPU and under MirroredStrategy
+    # auto: mixed_bfloat16 when every replica is a GPU with bfloat16 arithmetic (compute capability 8.0 and up),
+    # else float32 (a CPU keeps float32: the run's first lines say what auto chose and why).
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    # XLA. auto: on when every replica is a GPU, off on a CPU (where it measured slower). Explicit because
+    # Keras' own "auto" turns it off under MirroredStrategy.
+    jit_compile: Union[Literal["auto"], bool] = "auto"
     backup_every_steps: Optional[int] = Field(None, ge=1)  # None: back up at the end of each epoch
-    verbose: Literal[0, 1, 2] = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
+    # Progress: 0 silent, 1 a bar redrawn in place, 2 plain lines (every ~30 s and at each epoch end, for
+    # log files); auto: 1 on a terminal, 2 when stdout is redirected.
+    verbose: Literal["auto", 0, 1, 2] = "auto"
+    log_interval: float = Field(30.0, gt=0.0)  # seconds between two progress lines in a log file (verbose 2)
+    # The metric whose best epoch is kept as checkpoints/best.keras (minimised); auto: schedule.monitor;
+    # null: no best checkpoint.
+    checkpoint_monitor: Optional[str] = "auto"
+    # [first, last] training batch of the first epoch traced for TensorBoard's Profile tab (null: none);
+    # the profiler plugin is in the project's `profile` extra.
+    profile: Optional[list[int]] = Field(None, min_length=2, max_length=2)
+
+    @field_validator("profile")
+    @classmethod
+    def _batches(cls, value):
+        if value is not None and not 1 <= value[0] <= value[1]:
+            raise ValueError("must be [first, last] batch numbers with 1 <= first <= last")
+        return value
 
 
 class ExportConfig(_Section):
@@ -531,6 +551,22 @@ def load_config(paths=(), overrides=()):
     return build_config(merged)
 
 
-def config_fingerprint(config):
-    """The config as a canonical string, for comparing a run with its saved config."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=True)
+# Keys that say how a run reports itself, not what it trains: a run (or a search) resumes with other values.
+PRESENTATION_KEYS = ("train.verbose", "train.log_interval", "train.profile")
+
+
+def comparable(config, ignore=PRESENTATION_KEYS):
+    """The config as a nested dict without the dotted keys `ignore`, for comparing a run with its saved config."""
+    tree = config.to_dict()
+    for key in ignore:
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return tree
+
+
+def config_fingerprint(config, ignore=PRESENTATION_KEYS):
+    """The config as a canonical string without the keys `ignore`, for comparing a run with its saved config."""
+    return yaml.safe_dump(comparable(config, ignore), sort_keys=True)

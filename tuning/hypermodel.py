@@ -30,7 +30,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         self.config = config
         self.data = data
         self.cluster = cluster
-        self.plan = plan_epochs(config.train, data, cluster)
+        self.plan = plan_epochs(config.train, data, cluster, in_memory=config.data.in_memory)
 
     @property
     def num_classes(self):
@@ -70,5 +70,5 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         )  # fmt: skip
         return core.fit(
             model, self.plan, self.cluster, trial_callbacks, epochs or self.config.tune.epochs,
-            initial_epoch=initial_epoch, verbose=verbose,
+            initial_epoch=initial_epoch,
         )  # fmt: skip

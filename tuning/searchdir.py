@@ -11,7 +11,7 @@ runs/<name>_search/
 
 import pathlib
 
-from pipeline.config import build_config, load_yaml
+from pipeline.config import PRESENTATION_KEYS, build_config, comparable, load_yaml
 from pipeline.errors import ConfigError
 from pipeline.storage.files import (
     CONFIG_FILE,
@@ -31,21 +31,13 @@ LOG_DIR = "logs"
 
 # Keys that may change between a search and its resumption: the budget can
 # grow, and progress output is not part of the experiment.
-RESUMABLE_CHANGES = ("tune.max_trials", "train.verbose")
+RESUMABLE_CHANGES = ("tune.max_trials", *PRESENTATION_KEYS)
 # Everything a search writes into its directory, at every depth: --overwrite replaces only such a directory.
 SEARCH_TREE = {
     CONFIG_FILE: FILE, BEST_FILE: FILE, "*.json": FILE, **TEMPORARY,
     "trial_*": {"trial.json": FILE, "build_config.json": FILE, "checkpoint*": FILE, **TEMPORARY},
     LOG_DIR: tensorboard_tree(),
 }  # fmt: skip
-
-
-def _comparable(config):
-    tree = config.to_dict()
-    for key in RESUMABLE_CHANGES:
-        section, leaf = key.split(".")
-        tree[section].pop(leaf)
-    return tree
 
 
 def check_resumable(search_dir, config):
@@ -65,7 +57,7 @@ def check_resumable(search_dir, config):
         saved = build_config(load_yaml(path))
     except ConfigError as exc:
         raise ConfigError(f"{path} is not a config of this project ({exc}); choose another --dir") from None
-    old, new = _comparable(saved), _comparable(config)
+    old, new = comparable(saved, RESUMABLE_CHANGES), comparable(config, RESUMABLE_CHANGES)
     if old != new:
         raise ConfigError(
             f"{search_dir} holds a search with another config (differs in: {', '.join(changed_keys(old, new))}); "

@@ -22,7 +22,7 @@ def is_terminal(stream=None):
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def _duration(seconds):
+def duration(seconds):
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -66,9 +66,9 @@ class Progress:
         done = f"{self.count:,}" + (f" / {self.total:,}" if self.total else "")
         text = f"{self.what}: {done} {self.unit}, {rate:,.0f} {self.unit}/s"
         if self.total and rate > 0 and self.count < self.total:
-            text += f", {_duration((self.total - self.count) / rate)} left"
+            text += f", {duration((self.total - self.count) / rate)} left"
         else:
-            text += f", {_duration(elapsed)}"
+            text += f", {duration(elapsed)}"
         return text
 
     def update(self, count=1):

@@ -25,7 +25,7 @@ exports again); a kill after it leaves a finished run.
 import json
 import pathlib
 
-from pipeline.config import build_config, config_fingerprint, load_yaml
+from pipeline.config import build_config, comparable, config_fingerprint, load_yaml
 from pipeline.errors import ConfigError
 from pipeline.storage.files import (
     ANY,
@@ -157,7 +157,7 @@ class RunDir:
             )
         saved = self.saved_config()
         if config_fingerprint(saved) != config_fingerprint(self.config):
-            changed = changed_keys(saved.to_dict(), self.config.to_dict())
+            changed = changed_keys(comparable(saved), comparable(self.config))
             raise DirectoryError(
                 f"{self.path} holds an unfinished run with another config (differs in: {', '.join(changed)}); "
                 "pass --overwrite to start afresh, or choose another --run-dir"

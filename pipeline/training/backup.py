@@ -10,6 +10,7 @@ import keras
 from model_defs import keras_private
 from pipeline.storage.files import atomic_write_text
 from pipeline.storage.models import save_weights
+from pipeline.training.record import now_utc, write_history
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -41,23 +42,31 @@ class RunBackup(keras.callbacks.Callback):
     Put it last in the callback list: it records the logs the others filled
     in, and restores callback state after their `on_train_begin` resets.
 
+    Each epoch's commit also rewrites `history_file` (history.csv, see
+    `pipeline.training.record`) from the committed history: a row appears once
+    its epoch is safe, a resumed run appends, and no row is ever repeated.
+
     Args:
         backup_dir: directory of this run's backup (nothing else may write there).
         save_freq: "epoch", or a number of training steps between backups.
         stateful: dict name -> callback with get_state/set_state.
+        history_file: history.csv to keep (None: none, e.g. on a worker other than the chief).
     """
 
     STATE_FILE = "state.json"
 
-    def __init__(self, backup_dir, save_freq="epoch", stateful=None):
+    def __init__(self, backup_dir, save_freq="epoch", stateful=None, history_file=None):
         super().__init__()
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq >= 1):
             raise ValueError(f"save_freq must be 'epoch' or a positive number of steps, got {save_freq!r}")
         self.path = pathlib.Path(backup_dir)
         self.save_freq = save_freq
         self.stateful = dict(stateful or {})
+        self.history_file = pathlib.Path(history_file) if history_file else None
         self.history = []  # logs of every finished epoch, all sessions
+        self.times = []  # per finished epoch: its seconds, the training seconds so far, when it ended
         self.prior_seconds = 0.0  # training time of earlier sessions
+        self._epoch_start = None
         self._epoch = 0  # finished epochs
         self._saves = 0
         self._step_in_epoch = 0
@@ -91,6 +100,7 @@ class RunBackup(keras.callbacks.Callback):
         keras_private.set_initial_epoch(self.model, state["epoch"])  # model.fit starts there
         self._epoch = state["epoch"]
         self.history = [dict(logs) for logs in state["history"]]
+        self.times = [dict(times) for times in state.get("times", [])]
         self.prior_seconds = float(state["train_seconds"])
         self._saves = int(state["saves"])
         for name, callback in self.stateful.items():
@@ -106,6 +116,7 @@ class RunBackup(keras.callbacks.Callback):
             "saves": self._saves,
             "train_seconds": self.train_seconds(),
             "history": self.history,
+            "times": self.times,
             "callbacks": {name: callback.get_state() for name, callback in self.stateful.items()},
         }
 
@@ -120,11 +131,22 @@ class RunBackup(keras.callbacks.Callback):
         if self.save_freq != "epoch" and self._steps_since_save >= self.save_freq:
             self._save()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({key: float(value) for key, value in (logs or {}).items()})
+        seconds = time.perf_counter() - self._epoch_start if self._epoch_start is not None else None
+        self.times.append({"epoch_seconds": seconds, "elapsed_seconds": self.train_seconds(), "finished_at": now_utc()})
         self._epoch = epoch + 1
         self._step_in_epoch = 0
         self._save()
+        self.write_history()
+
+    def write_history(self):
+        """Rewrites history.csv from the history (nothing without a history_file)."""
+        if self.history_file is not None:
+            write_history(self.history_file, self.history, self.times)
 
     def _save(self):
         self.path.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ class EpochPlan:
         images_per_epoch: training images in one epoch (throughput).
         repeated: whether `train` repeats (epochs of `steps_per_epoch` steps)
             or is one pass per epoch.
+        exact: whether `steps_per_epoch` is exact; False when undecodable
+            files, skipped as they are met, may shorten a pass over files.
     """
 
     train: object
@@ -35,10 +37,15 @@ class EpochPlan:
     steps_per_epoch: int
     images_per_epoch: int
     repeated: bool
+    exact: bool = True
 
 
-def plan_epochs(train_config, data, cluster):
-    """The epoch plan of `data` (`pipeline.data.pipelines.Datasets`) under `train_config` and `cluster`."""
+def plan_epochs(train_config, data, cluster, in_memory=False):
+    """The epoch plan of `data` (`pipeline.data.pipelines.Datasets`) under `train_config` and `cluster`.
+
+    `in_memory` (`DataConfig.in_memory`): the source has no files to skip, so
+    a pass over it has exactly the planned steps.
+    """
     import tensorflow as tf
 
     train_ds, validation_ds = data.train, data.validation
@@ -63,7 +70,7 @@ def plan_epochs(train_config, data, cluster):
         validation_ds = _shard_policy(validation_ds, policy.DATA)
     steps = train_config.steps_per_epoch or math.ceil(data.train_size / train_config.batch_size)
     images = steps * train_config.batch_size if repeated else data.train_size
-    return EpochPlan(train_ds, validation_ds, steps, images, repeated)
+    return EpochPlan(train_ds, validation_ds, steps, images, repeated, exact=repeated or in_memory)
 
 
 def _shard_policy(dataset, kind):
@@ -74,16 +81,18 @@ def _shard_policy(dataset, kind):
     return dataset.with_options(options)
 
 
-def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs=None, verbose=1):
+def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs=None, verbose=1, checkpoint=None):
     """The callbacks of a training run, in the order they must run.
 
-    StopOnNaN and StopOnEmptyEpoch first; the per-step learning-rate schedule; ten-crop validation
-    (with train.validation_crops: 10), which adds to the logs the others read;
-    EpochStats, which adds the learning rate and images/s; then `logging`
-    (TensorBoard and pictures for a run, KerasTuner's callbacks for a trial);
-    the validation-iterator release; the plateau schedule, after the logging,
-    so that the logged rate is the one the epoch used; the backup last: it
-    records what the others wrote and restores state after their resets.
+    StopOnNaN and StopOnEmptyEpoch first; the per-step learning-rate schedule;
+    ten-crop validation (with train.validation_crops: 10), which adds to the
+    logs the others read; EpochStats, which adds the learning rate and
+    images/s; the progress lines, which show them; then `logging` (TensorBoard
+    and pictures for a run, KerasTuner's callbacks for a trial); the
+    validation-iterator release; the plateau schedule, after the logging, so
+    that the logged rate is the one the epoch used; the best checkpoint; the
+    backup last: it records what the others wrote and restores state after
+    their resets.
 
     Args:
         config: the run's (or trial's) `Config`.
@@ -93,7 +102,10 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
         backup: a `pipeline.training.backup.RunBackup`, told about the
             callbacks whose state it must save; None for none (a trial).
         epochs: the span of the schedule (None: train.epochs).
-        verbose: 0 silences the plateau schedule's messages.
+        verbose: `train.verbose` (0 silent; auto, 1 or 2: see
+            `pipeline.training.progress`); 0 also silences the plateau
+            schedule's messages.
+        checkpoint: a `pipeline.training.record.BestCheckpoint`, or None.
 
     Returns:
         A list of Keras callbacks.
@@ -105,34 +117,43 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
         StopOnEmptyEpoch,
         StopOnNaN,
     )
+    from pipeline.training.progress import TrainingProgress, progress_mode
     from pipeline.training.schedules import PlateauSchedule, schedule_callbacks
 
     t = config.train
-    schedule = schedule_callbacks(
-        t.schedule, learning_rate, epochs or t.epochs, plan.steps_per_epoch, verbose=1 if verbose else 0
-    )
+    epochs = epochs or t.epochs
+    mode = progress_mode(verbose)
+    schedule = schedule_callbacks(t.schedule, learning_rate, epochs, plan.steps_per_epoch, verbose=1 if mode else 0)
     plateau = [c for c in schedule if isinstance(c, PlateauSchedule)]
     per_step = [c for c in schedule if not isinstance(c, PlateauSchedule)]
     ten_crop = []
     if t.validation_crops == 10:
         ten_crop = [TenCropValidation(config.data, t.batch_size, seed=config.seed, validation_steps=t.validation_steps)]
         ten_crop[0].dataset()  # opens the source now (a training run shares the folder listing at start-up)
+    progress = [
+        TrainingProgress(plan.steps_per_epoch, t.batch_size, epochs, mode, exact=plan.exact,
+                         interval=t.log_interval if mode == 2 else None)
+    ] if mode else []  # fmt: skip
+    checkpoints = [checkpoint] if checkpoint is not None else []
     if backup is not None:
         backup.stateful.update({"plateau": c for c in plateau})
+        backup.stateful.update({"best_checkpoint": c for c in checkpoints})
     return [
         StopOnNaN(),
         StopOnEmptyEpoch(),
         *per_step,
         *ten_crop,
         EpochStats(plan.images_per_epoch),
+        *progress,
         *logging,
         ReleaseValidationIterator(),
         *plateau,
+        *checkpoints,
         *([backup] if backup is not None else []),
     ]
 
 
-def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, verbose=1, loop="auto", on_train_begin=None):
+def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, loop="auto", on_train_begin=None):
     """Trains `model` for the plan's epochs: `model.fit`, or the `strategy.run` loop under multi-worker training.
 
     Args:
@@ -143,7 +164,6 @@ def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, verbose=1, loo
         epochs: the epoch to stop after.
         initial_epoch: the epoch to start at (Hyperband continues trials;
             a backup sets its own through the model).
-        verbose: Keras' progress output.
         loop: "auto" (the multi-worker loop under multi_worker, else fit),
             "fit" or "custom" to force one.
         on_train_begin: called after the callbacks' on_train_begin in the
@@ -157,7 +177,7 @@ def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, verbose=1, loo
     if loop == "custom" or (loop == "auto" and cluster.multi_worker):
         return fit_distributed(
             model, cluster.strategy, plan.train, epochs, plan.steps_per_epoch, validation_data=plan.validation,
-            callbacks=callbacks, verbose=verbose, repeated=plan.repeated, on_train_begin=on_train_begin,
+            callbacks=callbacks, verbose=0, repeated=plan.repeated, on_train_begin=on_train_begin,
         )  # fmt: skip
     with warnings.catch_warnings():
         # Keras says "Your input ran out of data; interrupting training"
@@ -172,6 +192,6 @@ def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, verbose=1, loo
             initial_epoch=initial_epoch,
             steps_per_epoch=plan.steps_per_epoch if plan.repeated else None,
             callbacks=callbacks,
-            verbose=verbose,
+            verbose=0,  # progress comes from the callbacks (pipeline.training.progress)
             shuffle=False,  # the dataset shuffles itself
         )

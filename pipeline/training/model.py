@@ -33,15 +33,17 @@ def build_model(config, num_classes):
 
     Args:
         config: the run's `Config`; `train.precision` sets the layers' dtype
-            policy (fc8's logits stay float32, LRN computes in float32).
+            policy (fc8's logits stay float32, LRN computes in float32); auto is
+            chosen for the visible devices (`pipeline.training.hardware`).
         num_classes: width of fc8.
 
     Returns:
         An uncompiled `keras.Model` with logits out.
     """
     from model_defs.alexnet import build_alexnet
+    from pipeline.training.hardware import concrete_precision
 
-    with dtype_policy(config.train.precision):
+    with dtype_policy(concrete_precision(config.train)):
         # ModelConfig's fields are build_alexnet's keyword arguments, under the same names.
         return build_alexnet(
             num_classes=num_classes, input_size=config.data.image_size, seed=config.seed, **config.model.model_dump()
@@ -72,6 +74,7 @@ def compile_model(model, config, num_classes, learning_rate=None):
 
     from model_defs.optimizers import PaperSGD
     from pipeline.evaluation.metrics import error_metrics
+    from pipeline.training.hardware import concrete_jit
     from pipeline.training.strategy import scaled_learning_rate
 
     opt = config.train.optimizer
@@ -84,7 +87,7 @@ def compile_model(model, config, num_classes, learning_rate=None):
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=error_metrics(num_classes),
-        jit_compile=config.train.jit_compile,
+        jit_compile=concrete_jit(config.train),
     )
     return model
 

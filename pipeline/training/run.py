@@ -12,43 +12,34 @@ import shutil
 import tempfile
 
 from pipeline.errors import ConfigError
-from pipeline.storage.rundir import BACKUP_DIR, LOGS_DIR, RunDir
+from pipeline.storage.rundir import (
+    BACKUP_DIR,
+    BEST_CHECKPOINT,
+    CHECKPOINTS_DIR,
+    ENVIRONMENT_FILE,
+    HISTORY_FILE,
+    LOGS_DIR,
+    RunDir,
+)
 
 
-def _summary(figures, run_path):
-    """The closing lines of a run: its errors beside the paper's (ten-crop ones too, when logged)."""
-    from pipeline.evaluation import references
+def _summary(metrics, run_path):
+    """The closing lines of a run: its errors beside the paper's (ten-crop ones too, when logged), the best epoch."""
+    from pipeline.evaluation.references import comparison_table
 
-    views = [("", figures.get("val_top1_error"), figures.get("val_top5_error"))]
-    if figures.get("val_10crop_top1_error") is not None:
-        views = [
-            (" (centre crop)", *views[0][1:]),
-            (" (ten crops)", figures["val_10crop_top1_error"], figures.get("val_10crop_top5_error")),
-        ]
-    lines = [
-        "",
-        f"Finished {figures['epochs']} epochs in {figures['wall_seconds']:.0f} s "
-        f"({figures['images_per_second']:.1f} training images/s).",
-    ]
-    width = max(len(label) for label, _, _ in views)
-    for i, (label, top1, top5) in enumerate(views):
-        # The paper's figures are ten-crop ones: they go beside the last view.
-        last = i == len(views) - 1
-        paper1 = f"   paper, one CNN: {references.PAPER_ONE_CNN_TOP1:.1%}" if last else ""
-        lines.append(f"  validation top-1 error{label:<{width}}  {top1:7.2%}   (accuracy {1 - top1:.2%}){paper1}")
-        if top5 is not None:
-            paper5 = (
-                f"                       paper, one CNN: {references.PAPER_ONE_CNN_TOP5:.1%}; "
-                f"2012 winning ensemble: {references.PAPER_ENSEMBLE_TOP5:.1%}" if last else ""
-            )
-            lines.append(f"  validation top-5 error{label:<{width}}  {top5:7.2%}{paper5}")
-    if figures.get("skipped_images"):
-        lines.append(f"  {figures['skipped_images']} undecodable image files skipped (named in the warnings above)")
-    lines += [
-        "  (the paper's figures are ILSVRC-2012, ten crops; compare like with like)",
-        f"Run directory: {run_path}",
-        f"  tensorboard --logdir {run_path / LOGS_DIR}",
-    ]
+    errors = {1: (metrics.get("val_top1_error"), metrics.get("val_top5_error"))}
+    if metrics.get("val_10crop_top1_error") is not None:
+        errors[10] = (metrics["val_10crop_top1_error"], metrics.get("val_10crop_top5_error"))
+    lines = ["", f"Finished {metrics['epochs']} epochs in {metrics['wall_seconds']:.0f} s "
+                 f"({metrics['images_per_second']:.1f} training images/s).",
+             *comparison_table("validation", errors, accuracy=True)]  # fmt: skip
+    if metrics.get("skipped_images"):
+        lines.append(f"  {metrics['skipped_images']} undecodable image files skipped (named in the warnings above)")
+    if metrics.get("best_epoch") is not None:
+        lines.append(f"Best epoch {metrics['best_epoch']} of {metrics['epochs']} by {metrics['best_monitor']} "
+                     f"({metrics['best_value']:.4g}): {run_path / CHECKPOINTS_DIR / BEST_CHECKPOINT}")
+    lines += [f"Run directory: {run_path} (history.csv: one row per epoch)",
+              f"  tensorboard --logdir {run_path / LOGS_DIR}"]
     return "\n".join(lines)
 
 
@@ -123,11 +114,15 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
             config, or is not a run directory.
         TrainingDiverged: the loss became NaN or infinite.
     """
+    from pipeline.training.hardware import replica_devices, resolve
     from pipeline.training.strategy import make_cluster
 
     # Before any other TensorFlow work: multi-worker collectives are configured at start-up.
     cluster = make_cluster(config.train, tf_config)
     _check_validation_crops(config, cluster)  # before the run directory is written
+    check_monitor(config, "train.checkpoint_monitor", checkpoint_monitor(config.train))
+    # The saved config keeps "auto"; the run trains with what auto chose on these devices.
+    resolved, choices = resolve(config, replica_devices(cluster.devices))
     with _run_directory(run_dir, config, cluster, overwrite) as run:
         import keras
 
@@ -135,27 +130,50 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         from pipeline.training.backup import RunBackup
         from pipeline.training.multiworker import sync_from_chief
 
-        t = config.train
-        backup = RunBackup(run.sub(BACKUP_DIR), save_freq=t.backup_every_steps or "epoch")
+        t = resolved.train
+        history = run.sub(HISTORY_FILE) if cluster.is_chief else None
+        backup = RunBackup(run.sub(BACKUP_DIR), save_freq=t.backup_every_steps or "epoch", history_file=history)
         keras.utils.set_random_seed(config.seed)
-        data, model, plan, callbacks, rate = _start(config, run, cluster, backup)
-        print(_description(config, data, model, cluster, rate))
+        data, model, plan, callbacks = _start(resolved, run, cluster, backup, choices)
         core.fit(
-            model, plan, cluster, callbacks, t.epochs, verbose=t.verbose if cluster.is_chief else 0, loop=loop,
+            model, plan, cluster, callbacks, t.epochs, loop=loop,
             on_train_begin=lambda: sync_from_chief(cluster, model, backup),
         )  # fmt: skip
-        return _finish(config, run, cluster, model, data, backup)
+        return _finish(resolved, run, cluster, model, data, backup, callbacks)
 
 
-def _start(config, run, cluster, backup):
+def checkpoint_monitor(train_config):
+    """The figure that picks checkpoints/best.keras: train.checkpoint_monitor, auto meaning schedule.monitor."""
+    monitor = train_config.checkpoint_monitor
+    return train_config.schedule.monitor if monitor == "auto" else monitor
+
+
+def check_monitor(config, key, monitor, num_classes=None):
+    """Refuses a monitored figure that training does not log (a typo would only show after an epoch).
+
+    Raises:
+        ConfigError: naming `key` and the figures that are logged.
+    """
+    if monitor is None:
+        return
+    names = ["loss", "top1_error"] + (["top5_error"] if num_classes is None or num_classes > 5 else [])
+    names += [f"val_{name}" for name in names]
+    if config.train.validation_crops == 10:
+        names += ["val_10crop_top1_error"] + (["val_10crop_top5_error"] if num_classes is None or num_classes > 5 else [])
+    if monitor not in names:
+        raise ConfigError(f"{key}: {monitor!r} is not a figure training logs; choose one of {', '.join(names)}")
+
+
+def _start(config, run, cluster, backup, choices):
     """Data, the compiled model, the epoch plan and the callbacks of a run; the folder is listed once."""
     import functools
 
     from pipeline.data.listing import shared_listings
     from pipeline.data.pipelines import build_datasets
-    from pipeline.training import core
     from pipeline.data.preview import first_training_batch
+    from pipeline.training import core
     from pipeline.training.model import build_model, compile_model
+    from pipeline.training.record import BestCheckpoint, environment, record_environment
     from pipeline.training.strategy import scaled_learning_rate
 
     t = config.train
@@ -163,8 +181,11 @@ def _start(config, run, cluster, backup):
     with shared_listings():
         shard = (cluster.workers, cluster.task_index) if cluster.multi_worker else None
         data = build_datasets(config.data, t.batch_size, seed=config.seed, shard=shard)
+        check_monitor(config, "train.checkpoint_monitor", checkpoint_monitor(t), data.num_classes)
         # The data is there: only now does the run directory receive anything.
         run.begin()
+        if cluster.is_chief:
+            record_environment(run.sub(ENVIRONMENT_FILE), environment(cluster.devices, choices))
         _announce_resume(run, backup.read_state(), t.epochs)
         if data.train_sharded:
             print(f"Worker {cluster.task_index} reads {data.train_size // cluster.workers} of the "
@@ -176,13 +197,17 @@ def _start(config, run, cluster, backup):
             # Built here, in the scope, so its variables are distributed like the
             # model's, and a backup can be loaded into them.
             model.optimizer.build(model.trainable_variables)
-        plan = core.plan_epochs(t, data, cluster)
+        print(_description(config, data, model, cluster, rate, choices))
+        plan = core.plan_epochs(t, data, cluster, in_memory=config.data.in_memory)
         first_batch = functools.partial(first_training_batch, config.data, t.batch_size, config.seed, shard)
         logging = logging_callbacks(
             config, run.sub(LOGS_DIR), backup, first_batch if cluster.is_chief else None, data.class_names
         )
-        callbacks = core.build_callbacks(config, plan, rate, logging=logging, backup=backup, verbose=t.verbose)
-    return data, model, plan, callbacks, rate
+        monitor = checkpoint_monitor(t)
+        best = BestCheckpoint(run.sub(CHECKPOINTS_DIR) / BEST_CHECKPOINT, monitor) if monitor else None
+        callbacks = core.build_callbacks(config, plan, rate, logging=logging, backup=backup,
+                                         verbose=t.verbose if cluster.is_chief else 0, checkpoint=best)
+    return data, model, plan, callbacks
 
 
 def logging_callbacks(config, log_dir, backup, first_batch=None, class_names=None):
@@ -213,7 +238,8 @@ def logging_callbacks(config, log_dir, backup, first_batch=None, class_names=Non
     )
 
     log_dir = str(log_dir)
-    callbacks = [RunTensorBoard(log_dir, write_graph=False, profile_batch=0), ReferenceLines(log_dir)]
+    profile = tuple(config.train.profile) if config.train.profile else 0  # batches traced for the Profile tab
+    callbacks = [RunTensorBoard(log_dir, write_graph=False, profile_batch=profile), ReferenceLines(log_dir)]
     if first_batch is None:
         return callbacks
     fresh = backup.read_state() is None
@@ -225,44 +251,50 @@ def logging_callbacks(config, log_dir, backup, first_batch=None, class_names=Non
     return callbacks
 
 
-def _description(config, data, model, cluster, rate):
-    """The lines printed before training: data, model, strategy, and a precision warning where due."""
+def _description(config, data, model, cluster, rate, choices=()):
+    """The lines printed before training: data, model, strategy, what auto chose, a precision warning where due."""
     from pipeline.training.model import precision_note
 
     t = config.train
-    text = (
+    lines = [
         f"{config.name}: {data.train_size} training / {data.validation_size} validation images, "
         f"{data.num_classes} classes, {config.data.image_size}x{config.data.image_size} input, "
-        f"{model.count_params():,} parameters, precision {t.precision}\n"
-        + cluster.describe(t.batch_size, rate, t)
-    )
+        f"{model.count_params():,} parameters, precision {t.precision}",
+        cluster.describe(t.batch_size, rate, t),
+        *choices,
+    ]
     note = precision_note(t.precision, any("GPU" in d.upper() for d in cluster.devices))
-    return text + (f"\n{note}" if note else "")
+    return "\n".join(lines + ([note] if note else []))
 
 
-def _finish(config, run, cluster, model, data, backup):
+def _finish(config, run, cluster, model, data, backup, callbacks):
     """The figures of the whole run, the exports, metrics.json, the backup's removal; returns the figures."""
     from pipeline.serving.saved_model import export_run
     from pipeline.training.multiworker import weights_digest
+    from pipeline.training.record import BestCheckpoint
 
     # The figures of the whole run, earlier sessions included (the backup keeps them).
     last = backup.history[-1] if backup.history else {}
-    figures = {"epochs": len(backup.history), "wall_seconds": backup.train_seconds(), **dict(sorted(last.items()))}
-    figures.setdefault("images_per_second", float("nan"))
-    figures["skipped_images"] = int(data.skipped.numpy()) if data.skipped is not None else 0
-    if cluster.is_chief and figures["skipped_images"]:
+    metrics = {"epochs": len(backup.history), "wall_seconds": backup.train_seconds(), **dict(sorted(last.items()))}
+    metrics.setdefault("images_per_second", float("nan"))
+    metrics["skipped_images"] = int(data.skipped.numpy()) if data.skipped is not None else 0
+    best = next((c for c in callbacks if isinstance(c, BestCheckpoint)), None)
+    if best is not None and best.best_epoch is not None:
+        metrics.update(best_epoch=best.best_epoch, best_monitor=best.monitor, best_value=best.best)
+    if cluster.is_chief and metrics["skipped_images"]:
         import tensorflow as tf
 
         # Undecodable files met in this session, each already named on stderr.
         with tf.summary.create_file_writer(str(run.sub(LOGS_DIR) / "train")).as_default():
-            tf.summary.scalar("skipped_images", figures["skipped_images"], step=len(backup.history))
+            tf.summary.scalar("skipped_images", metrics["skipped_images"], step=len(backup.history))
     if cluster.multi_worker:
         print(f"Worker {cluster.task_index} of {cluster.workers}: final weights {weights_digest(model)}")
-    # Order matters for resuming: exports, then metrics.json (the run is
+    # Order matters for resuming: history and exports, then metrics.json (the run is
     # finished), then the backup goes. See pipeline/storage/rundir.py.
+    backup.write_history()
     export_run(model, run.path, config, data.class_names)
-    run.write_metrics(figures)
+    run.write_metrics(metrics)
     backup.delete()
     if cluster.is_chief:
-        print(_summary(figures, run.path))
-    return figures
+        print(_summary(metrics, run.path))
+    return metrics

@@ -1,8 +1,11 @@
 """End-to-end runs of `python -m pipeline.train` on tiny synthetic data."""
 
+import csv
 import fcntl
 import json
 import os
+import re
+import subprocess
 
 import keras
 import numpy as np
@@ -10,19 +13,30 @@ import pytest
 import tensorflow as tf
 import yaml
 
+import model_defs.layers  # noqa: F401  (registers the custom layers: the runs are trained in subprocesses)
+import pipeline.evaluation.metrics  # noqa: F401  (registers the compiled metrics)
 from pipeline import train
 from pipeline.config import load_config
+from pipeline.data.pipelines import build_datasets
 from pipeline.storage.files import DirectoryError
 from pipeline.storage.rundir import RunDir
 from pipeline.training import run as training_run
 from pipeline.training.model import build_model, compile_model, precision_note
+from tests.helpers.processes import command, project_env
 from tests.helpers.runs import TINY, args, scalars
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """A tiny run of `python -m pipeline.train` as a user starts it under nohup: stdout to a file (log.txt beside it)."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    assert train.main(args(run_dir)) == 0
+    log = run_dir.parent / "log.txt"
+    # Six steps an epoch; progress lines every 0.05 s instead of 30 (train.log_interval), to see them in a tiny run.
+    argv = command("pipeline.train", *args(run_dir, "train.verbose=auto", "train.log_interval=0.05",
+                                           "data.num_examples=96", "train.profile=[2, 3]"))
+    with open(log, "w") as out:
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=project_env(), timeout=300)
+    assert done.returncode == 0, log.read_text()[-3000:]
     return run_dir
 
 
@@ -170,3 +184,38 @@ def test_half_precision_on_a_cpu_without_support_is_flagged(monkeypatch):
     assert precision_note("float32", has_gpu=False) is None
     monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : avx512f avx512_bf16 amx_bf16")
     assert precision_note("mixed_bfloat16", has_gpu=False) is None
+
+
+@pytest.mark.slow
+def test_a_redirected_log_has_plain_lines_known_epoch_lengths_and_the_runs_time_left(finished_run):
+    text = (finished_run.parent / "log.txt").read_text()
+    assert "\r" not in text and "Traceback" not in text
+    lines = text.splitlines()
+    progress = [line for line in lines if re.match(r"epoch [12]/2  step \d/6  [\d,]+ images/s  loss ", line)]
+    assert len(progress) >= 2
+    assert progress and all(re.search(r"  epoch left [\d a-z]+  run left [\d a-z]+$", line) for line in progress)
+    ends = [line for line in lines if re.match(r"epoch [12]/2 done in ", line)]
+    assert len(ends) == 2 and re.search(r"; run left \d+ s$", ends[0]) and ends[1].endswith("; the last epoch")
+    assert "train.precision: auto chose float32 (a CPU: mixed precision is for GPUs)" in lines
+
+
+@pytest.mark.slow
+def test_the_run_keeps_its_history_its_best_epoch_and_its_environment(finished_run):
+    rows = list(csv.DictReader(open(finished_run / "history.csv")))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    for key in ("loss", "val_top1_error", "learning_rate", "images_per_second", "epoch_seconds", "elapsed_seconds"):
+        assert all(float(row[key]) >= 0 for row in rows), key
+    assert float(rows[0]["elapsed_seconds"]) < float(rows[1]["elapsed_seconds"])
+    errors = [float(row["val_top1_error"]) for row in rows]
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 + errors.index(min(errors)) and metrics["best_monitor"] == "val_top1_error"
+    # checkpoints/best.keras is that epoch's model: it scores what history.csv says.
+    config = load_config([finished_run / "config.yaml"])
+    data = build_datasets(config.data, config.train.batch_size, seed=config.seed)
+    best = keras.models.load_model(finished_run / "checkpoints" / "best.keras")
+    assert best.evaluate(data.validation, verbose=0, return_dict=True)["top1_error"] == pytest.approx(min(errors))
+    sessions = json.loads((finished_run / "environment.json").read_text())["sessions"]
+    assert len(sessions) == 1 and "pipeline.train" in sessions[0]["command"]
+    assert sessions[0]["tensorflow"] == tf.__version__ and sessions[0]["devices"] == ["/cpu:0"]
+    # train.profile: batches 2-3 traced for TensorBoard's Profile tab.
+    assert list((finished_run / "logs" / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))

@@ -1,5 +1,6 @@
 """Surviving a kill: backups that restore everything, atomic commits, kill -9 and resume, kill during export."""
 
+import csv
 import json
 import signal
 import subprocess
@@ -138,6 +139,13 @@ def test_kill_9_mid_run_then_the_same_command_resumes_and_finishes(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 5  # as many as an uninterrupted run
     assert metrics["learning_rate"] == pytest.approx(1e-4)
+    # history.csv: one row per epoch across the kill, none repeated, the two sessions' times adding up.
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4, 5]
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3, 1e-4])
+    elapsed = [float(row["elapsed_seconds"]) for row in rows]
+    assert elapsed == sorted(elapsed) and elapsed[-1] == pytest.approx(metrics["wall_seconds"], rel=0.2)
+    assert len(json.loads((run_dir / "environment.json").read_text())["sessions"]) == 2
     assert not (run_dir / "backup").exists()
     logs = run_dir / "logs"
     # Every epoch once on the charts (a kill between an epoch's events and its
