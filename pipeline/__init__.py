@@ -4,3 +4,5 @@ Importing it sets TensorFlow's CPU kernel choice before TensorFlow loads (see `m
 """
 
 import model_defs  # noqa: F401
+
+__version__ = "0.2.0"

@@ -26,8 +26,41 @@ from pydantic import (
 from model_defs.geometry import IMAGENET_MEAN, MIN_INPUT_SIZE
 from pipeline.errors import ConfigError
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+def _config_dir():
+    """The shipped configs: pipeline/configs in an installed package, configs/ beside pipeline/ in a checkout."""
+    here = pathlib.Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    return here / "configs"
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_CONFIG = CONFIG_DIR / "quickstart.yaml"
+
+
+def shipped_configs():
+    """The names of the shipped configs (`--config NAME` finds them from any directory)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(name):
+    """The file `--config name` means: the file itself, or a shipped config of that name (with or without .yaml).
+
+    Raises:
+        ConfigError: when there is neither.
+    """
+    path = pathlib.Path(name)
+    if path.is_file() or len(path.parts) > 1:
+        return path
+    shipped = CONFIG_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    if path.exists():
+        return path
+    raise ConfigError(f"config file not found: {name} (a path, or one of the shipped configs: "
+                      f"{', '.join(shipped_configs())})")
 
 
 class _Loader(yaml.SafeLoader):
@@ -527,8 +560,8 @@ def load_config(paths=(), overrides=()):
     """Loads the experiment config.
 
     Args:
-        paths: YAML files, later ones overriding earlier ones; none means
-            `configs/quickstart.yaml`.
+        paths: YAML files or names of shipped configs (`config_path`), later
+            ones overriding earlier ones; none means the shipped quickstart.
         overrides: `dotted.key=value` strings applied last.
 
     Returns:
@@ -539,7 +572,7 @@ def load_config(paths=(), overrides=()):
         ConfigError: on a missing file, bad YAML, an unknown key, a wrong type
             or an impossible value.
     """
-    paths = [pathlib.Path(p) for p in paths] or [DEFAULT_CONFIG]
+    paths = [config_path(p) for p in paths] or [DEFAULT_CONFIG]
     merged = {}
     for path in paths:
         merged = _deep_merge(merged, load_yaml(path))

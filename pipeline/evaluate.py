@@ -37,7 +37,7 @@ from pipeline.storage.rundir import EVAL_LOGS_DIR, LOGS_DIR, eval_result_path, l
 
 def parse_args(argv=None):
     """The command line of `python -m pipeline.evaluate` (argv: None reads sys.argv)."""
-    parser = cli.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__)
     parser.add_argument("run_dir", type=pathlib.Path, help="the run directory, e.g. runs/quickstart")
     parser.add_argument("--split", choices=SPLITS, default="validation", help="default: validation")
     parser.add_argument("--crops", type=int, choices=(1, 10), default=1,

@@ -18,9 +18,7 @@ from pipeline.storage.rundir import LABELS_FILE, SAVED_MODEL_DIR, lock_run
 
 def parse_args(argv=None):
     """The command line of `python -m pipeline.export` (argv: None reads sys.argv)."""
-    parser = cli.ArgumentParser(
-        prog="python -m pipeline.export", description="Re-export a run's SavedModel from its saved Keras model."
-    )
+    parser = cli.ArgumentParser(prog="python -m pipeline.export", description=__doc__)
     parser.add_argument("run_dir", type=pathlib.Path, help="the run directory, e.g. runs/quickstart")
     parser.add_argument("--model", type=pathlib.Path, help="a .keras file to export instead of <run>/model.keras")
     return parser.parse_args(argv)

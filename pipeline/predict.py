@@ -30,7 +30,7 @@ from pipeline.serving.classifier import (
 
 def parse_args(argv=None):
     """The command line of `python -m pipeline.predict` (argv: None reads sys.argv)."""
-    parser = cli.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m pipeline.predict", description=__doc__)
     parser.add_argument("model", type=pathlib.Path, help="a run directory or its saved_model/")
     parser.add_argument("images", nargs="+", type=pathlib.Path, help="image files or folders")
     parser.add_argument("--top", type=int, default=5, help="classes per image (default 5)")

@@ -1,16 +1,19 @@
 """Train AlexNet from a declarative experiment config.
 
-    python -m pipeline.train                                   # configs/quickstart.yaml
-    python -m pipeline.train --config configs/imagenet2012.yaml
+    python -m pipeline.train                                   # the shipped quickstart (alexnet-train does the same)
+    python -m pipeline.train --config cifar10 --set data.source=folder:/data/cifar10
+    python -m pipeline.train --config imagenet2012 --set data.source=records:/data/imagenet256 > train.log
     python -m pipeline.train --config a.yaml --config b.yaml --set train.epochs=3
+    python -m pipeline.train --config imagenet2012 --print-config      # the resolved config; nothing written
     python -m pipeline.train --worker-hosts a:2222,b:2222 --task-index 0   # on host a (1 on host b)
 
-The run directory (runs/<name> by default) receives config.yaml before
-training, TensorBoard logs, the backup of the training state, model.keras,
-saved_model/, labels.txt and metrics.json. The same command on an unfinished
-run resumes it (after a kill, too); on a finished run it refuses unless
---overwrite is given. Under multi-worker training only the chief (worker 0)
-writes the run directory.
+The run directory (runs/<name> by default) receives config.yaml once the data
+is found, then TensorBoard logs, history.csv, checkpoints/best.keras, the
+backup of the training state, model.keras, saved_model/, labels.txt and
+metrics.json (README: "What a run directory keeps"). The same command on an
+unfinished run resumes it (after a kill, too); on a finished run it refuses
+unless --overwrite is given. Under multi-worker training only the chief
+(worker 0) writes the run directory.
 """
 
 import pathlib
@@ -19,16 +22,12 @@ import sys
 from pipeline.config import load_config
 from pipeline.console import cli
 from pipeline.errors import ConfigError
-
-DEFAULT_RUNS = pathlib.Path("runs")
+from pipeline.storage.rundir import DEFAULT_RUNS
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="experiment file; repeat to layer files (later ones win). Default: configs/quickstart.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one dotted key, e.g. --set train.optimizer.learning_rate=0.005")
+    parser = cli.ArgumentParser(prog="python -m pipeline.train", description=__doc__)
+    cli.add_config_options(parser)
     parser.add_argument("--run-dir", type=pathlib.Path, help="run directory (default: runs/<name>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in the run directory (only a run directory of this project)")
@@ -52,6 +51,9 @@ def main(argv=None):
             raise ConfigError("--worker-hosts and --task-index go together: give both, or neither")
         tf_config = make_tf_config(args.worker_hosts.split(","), args.task_index)
     config = load_config(args.config, args.set)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return
     if tf_config and config.train.strategy not in ("auto", "multi_worker"):
         raise ConfigError(
             f"--worker-hosts needs train.strategy auto or multi_worker, not {config.train.strategy}"

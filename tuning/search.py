@@ -21,21 +21,18 @@ import time
 from pipeline.config import load_config
 from pipeline.console import cli
 from pipeline.errors import ConfigError, RunFailed
+from pipeline.storage.rundir import DEFAULT_RUNS
 from tuning import distributed
 from tuning.results import SearchResult, format_table, trial_rows, write_best
 from tuning.searchdir import BEST_FILE, LOG_DIR, SearchDir
 from tuning.space import apply_values, check_search_space, search_ranges
 
-DEFAULT_RUNS = pathlib.Path("runs")
 MAX_CONSECUTIVE_FAILED_TRIALS = 10
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(prog="python -m tuning.search", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="experiment file; repeat to layer files (later ones win). Default: configs/quickstart.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one dotted key, e.g. --set tune.max_trials=4")
+    parser = cli.ArgumentParser(prog="python -m tuning.search", description=__doc__)
+    cli.add_config_options(parser, set_example="tune.max_trials=4")
     parser.add_argument("--dir", type=pathlib.Path, help="search directory (default: runs/<name>_search)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the search directory's trials and start afresh (only a search directory of "
@@ -287,6 +284,9 @@ def main(argv=None):
     """Runs the search; returns the exit status (`pipeline.console.cli`): 1 when no trial completed."""
     args = parse_args(argv)
     config = load_config(args.config, args.set)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return
     search_dir = args.dir or DEFAULT_RUNS / f"{config.name}_search"
     with distributed.environ(distributed.tuner_environment(args.tuner_id, args.oracle_ip, args.oracle_port)):
         result = search(config, search_dir, overwrite=args.overwrite, command_args=_command_args(args))

@@ -98,11 +98,44 @@ def command(body):
     return main
 
 
+def version():
+    """The installed project's version (pipeline.__version__ when run from a checkout that is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("alexnet-pipeline")
+    except metadata.PackageNotFoundError:
+        from pipeline import __version__
+
+        return __version__
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """`argparse.ArgumentParser` whose errors are one `error:` line (status 2) instead of usage text."""
+    """`argparse.ArgumentParser` whose errors are one `error:` line (status 2) instead of usage text.
+
+    `description` is shown as written (a command's docstring with its usage
+    examples), and every command answers `--version`.
+    """
+
+    def __init__(self, *args, version_option=True, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        if version_option:
+            self.add_argument("--version", action="version", version=f"alexnet-pipeline {version()}")
 
     def error(self, message):
         raise ConfigError(f"{message}: see python -m {self.prog.removeprefix('python -m ')} --help")
+
+
+def add_config_options(parser, set_example="train.optimizer.learning_rate=0.005"):
+    """The options every command that reads an experiment config has: --config, --set, --print-config."""
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="experiment file, or the name of a shipped one (quickstart, cifar10, imagenet2012, ...); "
+                             "repeat to layer files, later ones win. Default: quickstart")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one dotted key, e.g. --set {set_example}")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (YAML) and exit, writing nothing")
 
 
 def check_range(name, value, low=None, high=None):

@@ -40,6 +40,7 @@ from pipeline.storage.files import (
     tensorboard_tree,
 )
 
+DEFAULT_RUNS = pathlib.Path("runs")  # where runs/<name> and searches runs/<name>_search go by default
 METRICS_FILE = "metrics.json"
 LABELS_FILE = "labels.txt"
 KERAS_FILE = "model.keras"
