@@ -124,8 +124,14 @@ def benchmark(
     Returns:
         A dict of the measurements (lists, one entry per timing, and single values).
     """
+    from pipeline.training.hardware import resolve, visible_devices
+
+    # auto (precision, XLA) as a training run on these devices would choose it.
+    config, choices = resolve(config, visible_devices())
     results = {}
     _describe_setup(config, batch_size, num_classes, out)
+    for line in choices:
+        out(line)
     ceiling = _ceiling(config, repeats, out, results)
     variants = _variant_flops(config, num_classes)
     out(

@@ -149,17 +149,3 @@ def test_a_folder_is_listed_once_for_the_trainer_the_picture_and_ten_crops(tmp_p
     # Outside a run nothing is shared: each source lists its folder again.
     sources.load_source(config.data)
     assert len(walked) == 4
-
-
-def test_summary_shows_ten_crop_errors_beside_the_papers():
-    import pathlib
-
-    figures = {"epochs": 2, "wall_seconds": 10, "images_per_second": 5.0, "val_top1_error": 0.5, "val_top5_error": 0.25}
-    plain = training_run._summary(figures, pathlib.Path("runs/x")).splitlines()
-    assert "  validation top-1 error   50.00%   (accuracy 50.00%)   paper, one CNN: 40.7%" in plain
-    ten = training_run._summary({**figures, "val_10crop_top1_error": 0.375, "val_10crop_top5_error": 0.125},
-                         pathlib.Path("runs/x")).splitlines()
-    assert "  validation top-1 error (centre crop)   50.00%   (accuracy 50.00%)" in ten
-    assert "  validation top-1 error (ten crops)     37.50%   (accuracy 62.50%)   paper, one CNN: 40.7%" in ten
-    assert [line for line in ten if line.startswith("  validation top-5 error (ten crops)     12.50%")][0].endswith(
-        "paper, one CNN: 18.2%; 2012 winning ensemble: 15.3%")
