@@ -10,6 +10,7 @@ import json
 import pathlib
 import statistics
 import sys
+import types
 
 from pipeline.bench.peer import describe, torch_peer
 from pipeline.bench.step import bare_model, device_description, loss_curve, random_batch, time_steps, trainer_steps
@@ -78,7 +79,7 @@ def _step_rows(args, config, report):
                                lrn_implementation=lrn_implementation, images_per_second=rates,
                                training_flops=flops, tflops=tflops)  # fmt: skip
                     how = f"{precision:<14} batch {batch_size:>4}  {grouped_conv:<6} LRN {lrn_implementation:<8}"
-                    report.results["tensorflow_loaded"] = sys.modules.get("tensorflow") is not None
+                    report.results["tensorflow_loaded"] = isinstance(sys.modules.get("tensorflow"), types.ModuleType)
                     report.add("steps", row, f"{how}  {fmt(rates, 'images/s', 0)}  {tflops:.2f} TFLOP/s "
                                              f"({flops / 1e9:.3f} GFLOP/image)")  # fmt: skip
 
@@ -89,7 +90,7 @@ def _loss_rows(args, config, report):
         losses = loss_curve(variant, args.num_classes, args.loss_steps, args.loss_batch_size, args.jit)
         shown = {k: round(losses[k], 4) for k in range(0, len(losses), 10)}
         row = dict(precision=precision, batch_size=args.loss_batch_size, losses=losses, every_10=shown)
-        report.results["tensorflow_loaded"] = sys.modules.get("tensorflow") is not None
+        report.results["tensorflow_loaded"] = isinstance(sys.modules.get("tensorflow"), types.ModuleType)
         report.add("loss_curves", row, f"loss, {precision:<14} batch {args.loss_batch_size}, step: loss  "
                                        + "  ".join(f"{k}: {v:.4f}" for k, v in shown.items()))  # fmt: skip
 

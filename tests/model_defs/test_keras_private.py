@@ -51,7 +51,11 @@ def test_tensorboard_keeps_its_writers_by_name(tmp_path):
     model.compile("sgd", "mse")
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0, callbacks=[callback])
     assert "_writers" in inspect.getsource(keras.callbacks.TensorBoard)
-    assert isinstance(keras_private.summary_writers(callback), dict)
+    writers = keras_private.summary_writers(callback)
+    # The writer of the training run is there, and is the one that flushes the events.
+    assert set(writers) == {"train"} and all(callable(writer.flush) for writer in writers.values())
+    writers["train"].flush()
+    assert list((tmp_path / "train").glob("events.out.tfevents.*"))
 
 
 def test_optimizers_file_variables_by_key_and_index():

@@ -106,8 +106,10 @@ def test_bad_override_exits_2(capsys):
     assert "model.groups" in capsys.readouterr().err
 
 
+@pytest.mark.torch
 def test_torch_reference_is_the_same_network(paper_models):
-    torch = pytest.importorskip("torch")
+    import torch
+
     from benchmarks.torch_reference import build_torch_alexnet
 
     for model, groups in zip(paper_models, (2, 1)):

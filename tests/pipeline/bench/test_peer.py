@@ -1,6 +1,5 @@
 """The PyTorch peer (pipeline.bench.peer): the command it starts from the config, what it reads back, a real run."""
 
-import importlib.util
 import subprocess
 import sys
 import types
@@ -43,9 +42,8 @@ def test_outside_the_checkout_the_peer_says_where_it_runs(monkeypatch):
     }
 
 
+@pytest.mark.torch
 def test_the_pytorch_peer_runs_in_its_own_process():
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed (pip install -e '.[torch]')")
     model = load_config([], ["model.fc_units=16"]).model
     result = peer.torch_peer(model, 64, 2, steps=1, warmup=0, repeats=1, num_classes=4, precision="bfloat16")
     assert "error" not in result, result

@@ -57,10 +57,23 @@ TINY = ["--set", "data.image_size=64", "--set", "model.fc_units=16", "--num-clas
 # pipeline.benchmark with --backend hands over before anything imports Keras or TensorFlow; TensorFlow is made
 # unimportable, as on a GPU host without it.
 RUN = """
-import sys
-sys.modules["tensorflow"] = None
+import importlib.abc, json, sys, traceback
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    attempts = []
+
+    def find_spec(self, name, path, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            caller = next(f.filename for f in reversed(traceback.extract_stack()) if "importlib" not in f.filename
+                          and "<frozen" not in f.filename and f.filename != "<string>")
+            self.attempts.append(caller.rsplit("site-packages/", 1)[-1])
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, NoTensorFlow())
 from pipeline import benchmark
-sys.exit(benchmark.main(sys.argv[1:]))
+status = benchmark.main(sys.argv[1:])
+print("TENSORFLOW IMPORTS", json.dumps(NoTensorFlow.attempts))
+sys.exit(status)
 """
 
 
@@ -72,6 +85,9 @@ def test_a_tiny_run_on_jax_through_pipeline_benchmark_needs_no_tensorflow(tmp_pa
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "steps.json").read_text())
+    # Nothing asked for TensorFlow but Keras' own probe of whether it is there (it goes on without).
+    attempts = json.loads(done.stdout.splitlines()[-1].removeprefix("TENSORFLOW IMPORTS "))
+    assert set(attempts) <= {"keras/src/utils/module_utils.py"}, attempts
     assert results["backend"] == "jax" and results["tensorflow_loaded"] is False
     assert (results["image_size"], results["model"]["fc_units"], results["model"]["init"]) == (64, 16, "glorot_uniform")
     assert [(s["grouped_conv"], s["batch_size"]) for s in results["steps"]] == [("towers", 4), ("native", 4)]
