@@ -544,6 +544,27 @@ def load_yaml(path):
     return data
 
 
+def load_layered(path, seen=()):
+    """One config file with its base: a top-level `base: NAME` (a path beside the file, or a shipped config)
+    is loaded first, recursively, and the file's own keys override it.
+
+    Raises:
+        ConfigError: the base is missing, or the bases form a cycle.
+    """
+    path = pathlib.Path(path)
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must name one config file, got {excerpt(base)}")
+    beside = path.parent / base
+    base_path = beside if beside.is_file() else config_path(base)
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: base {base} leads back to itself")
+    return _deep_merge(load_layered(base_path, (*seen, path.resolve())), data)
+
+
 def build_config(data):
     """Validates a plain dict into a `Config`.
 
@@ -575,7 +596,7 @@ def load_config(paths=(), overrides=()):
     paths = [config_path(p) for p in paths] or [DEFAULT_CONFIG]
     merged = {}
     for path in paths:
-        merged = _deep_merge(merged, load_yaml(path))
+        merged = _deep_merge(merged, load_layered(path))
     for text in overrides:
         merged = _deep_merge(merged, parse_override(text))
     if merged.get("name") is None:
