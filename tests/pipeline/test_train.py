@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import model_defs.layers  # noqa: F401  (registers the custom layers: the runs are trained in subprocesses)
 import pipeline.evaluation.metrics  # noqa: F401  (registers the compiled metrics)
@@ -20,7 +21,6 @@ from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
 from pipeline.storage.files import DirectoryError
 from pipeline.storage.rundir import RunDir
-from pipeline.training import run as training_run
 from pipeline.training.model import build_model, compile_model, precision_note
 from tests.helpers.processes import command, project_env
 from tests.helpers.runs import TINY, args, scalars
@@ -64,6 +64,10 @@ def test_tensorboard_has_errors_learning_rate_throughput_and_reference_lines(fin
     assert all(v > 0 for v in scalars(logs / "train", "epoch_images_per_second"))
     np.testing.assert_allclose(scalars(logs / "reference_ensemble_15.3pct", "epoch_top5_error"), [0.153] * 2)
     np.testing.assert_allclose(scalars(logs / "reference_one_cnn_18.2pct", "epoch_top5_error"), [0.182] * 2)
+    # Without train.validation_crops: 10, no ten-crop figure is logged anywhere.
+    tags = EventAccumulator(str(logs / "validation")).Reload().Tags()["tensors"]
+    assert "epoch_top1_error" in tags and not any("10crop" in tag for tag in tags)
+    assert not any("10crop" in key for key in json.loads((finished_run / "metrics.json").read_text()))
 
 
 @pytest.mark.slow
@@ -148,17 +152,17 @@ def test_precision_policy_is_applied_to_the_model_only(precision):
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
-def test_each_precision_trains_and_exports_float32_probabilities(tmp_path, precision):
-    config = load_config([], TINY + [
-        f"train.precision={precision}", "train.epochs=1", "train.steps_per_epoch=2", "train.validation_steps=1",
-        "export.keras=false",
-    ])
-    figures = training_run.train(config, tmp_path / precision)
-    assert np.isfinite(figures["loss"]) and np.isfinite(figures["val_loss"])
-    served = tf.saved_model.load(str(tmp_path / precision / "saved_model"))
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+def test_each_precision_takes_finite_steps_and_exports_float32_probabilities(tmp_path, precision):
+    from pipeline.serving.saved_model import export_saved_model
+
+    config = load_config([], TINY + [f"train.precision={precision}"])
+    model = compile_model(build_model(config, 8), config, 8)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    losses = [float(model.train_on_batch(x, np.arange(4) % 8)[0]) for _ in range(2)]
+    assert all(np.isfinite(losses)), losses
+    export_saved_model(model, tmp_path / "saved_model", [f"class_{c}" for c in range(8)], 64, 64)
+    served = tf.saved_model.load(str(tmp_path / "saved_model"))
     probabilities = served.signatures["serve_preprocessed"](image=tf.constant(x))["probabilities"]
     assert probabilities.dtype == tf.float32
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
