@@ -47,11 +47,12 @@ def test_a_raw_record_is_the_label_then_the_pixels(tmp_path):
 
 
 def test_windows_cut_from_records_are_the_views_of_the_decoded_images(tmp_path):
-    _, out = _raw_records(tmp_path)
+    originals, out = _raw_records(tmp_path)
     source = load_source(_config(out))
     assert isinstance(source, RecordsSource) and source.layout == RawLayout(SIDE)
     serialized = next(iter(source.train_records.batch(6)))
     decoded = [source.parse_record(record) for record in serialized]
+    assert sorted(image.numpy().tobytes() for image, _ in decoded) == sorted(i.tobytes() for i in originals.values())
     keys = tf.constant([[i, 5] for i in range(6)], tf.int64)
     augment = BatchAugment(64, crop="random")
     windows, labels = source.layout.windows(serialized, augment.offsets(keys, SIDE), 64)
