@@ -98,7 +98,8 @@ def test_the_raw_training_pipeline_gives_windows_of_its_images(tmp_path):
     images, out = _raw_records(tmp_path)
     config = _config(out, "data.augment.crop=random", "data.augment.flip=false", "data.augment.pca_noise=0")
     batches = list(build_datasets(config, batch_size=4, seed=3).train)
-    assert [tuple(b[0].shape) for b in batches] == [(4, 64, 64, 3), (2, 64, 64, 3)]
+    # Batches leave the parallel map as they are finished: the short last one may come first.
+    assert sorted(tuple(b[0].shape) for b in batches) == [(2, 64, 64, 3), (4, 64, 64, 3)]
     assert batches[0][0].dtype == tf.uint8 and batches[0][1].dtype == tf.int32
     found = set()
     for view, label in ((v, int(l)) for b in batches for v, l in zip(b[0].numpy(), b[1].numpy())):
