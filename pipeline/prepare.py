@@ -21,7 +21,10 @@ measures them):
                             during training, at 196 KB an image at 256 (ImageNet: 251 GB).
 
 Undecodable files (and PNG, GIF or BMP files larger than data.max_pixels) are
-skipped (named on stderr) and counted in prepared.json.
+skipped (named on stderr) and counted in prepared.json. Images are decoded,
+resized and encoded on every core; the last line gives the images/s and the
+images/s per busy core (CPU time over wall time), from which a larger host's
+time follows.
 
 Layout written:
     DIR/train-00000-of-000NN.tfrecord ...   tf.train.Example: image (JPEG or raw bytes), label (int64), name (bytes)
@@ -36,8 +39,10 @@ dataset as it was; the next prepare removes the leftovers. A lock beside DIR
 (`.DIR.lock`) refuses a second prepare into the same folder.
 """
 
+import os
 import pathlib
 import sys
+import time
 
 from model_defs.geometry import MIN_INPUT_SIZE
 from pipeline.config import load_config
@@ -67,6 +72,14 @@ def parse_args(argv=None):
     return args
 
 
+def throughput(images, cpu_seconds, wall_seconds):
+    """One line: images/s, and images/s per busy core (CPU time over wall time) with the cores kept busy."""
+    cores = cpu_seconds / max(wall_seconds, 1e-9)
+    return (f"{images} images in {wall_seconds:.1f} s: {images / max(wall_seconds, 1e-9):.1f} images/s, "
+            f"{images / max(cpu_seconds, 1e-9):.1f} per busy core ({cores:.2f} of {len(os.sched_getaffinity(0))} "
+            "cores busy)")
+
+
 @cli.command
 def main(argv=None):
     """Prepares the configured source's records; returns the exit status (`pipeline.console.cli`)."""
@@ -75,9 +88,13 @@ def main(argv=None):
     args = parse_args(argv)
     config = load_config(args.config, args.set)
     records.check_output(args.output, args.overwrite)  # before the source is opened (listing can take minutes)
-    records.prepare(load_source(config.data, config.seed), config, args.output, args.size, args.quality,
-                    args.shards, overwrite=args.overwrite, image_format=args.format, square=args.square)
+    source = load_source(config.data, config.seed)
+    cpu, wall = time.process_time(), time.perf_counter()
+    summary = records.prepare(source, config, args.output, args.size, args.quality, args.shards,
+                              overwrite=args.overwrite, image_format=args.format, square=args.square)
     print(f"Prepared {args.output}: train with --set data.source=records:{args.output}")
+    print(throughput(sum(split["images"] for split in summary["splits"].values()),
+                     time.process_time() - cpu, time.perf_counter() - wall))
 
 
 if __name__ == "__main__":

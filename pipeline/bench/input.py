@@ -3,19 +3,27 @@
     python -m pipeline.benchmark --input                       # synthetic 500x375 JPEGs
     python -m pipeline.benchmark --input --images path/to/jpegs --repeats 5
 
-Five pipelines read the same images and produce batches of 224x224x3 float32:
+Six pipelines read the same images; all but `decode` produce batches of 224x224x3:
     reference  decode_jpeg -> resize shorter side to 256 -> centre 256 -> random
-               224 crop -> flip; parallel map, prefetch (the plain published recipe)
+               224 crop -> flip; parallel map, prefetch (the plain published
+               recipe; float32)
     project    the training pipeline of pipeline.data (decodes only the crop
-               window, adds PCA colour noise; skips bad files)
+               window, flips and adds PCA colour noise a batch at a time; skips
+               bad files; uint8, as the model takes it)
     prepared   the project pipeline reading TFRecords that `pipeline.prepare`
                wrote once: JPEGs at shorter side 256
+    decode     tf.io.decode_jpeg alone over the `prepared` records, the same
+               reading and parallelism, the pixels dropped: the ceiling for
+               JPEG records
     square     ... the paper's central 256x256 square as JPEG (prepare --square)
     raw        ... the central square as raw uint8 pixels (prepare --format raw):
-               no decoding
-Each figure is the median of --repeats timings of --passes epochs after a
-warm-up batch, the pipelines taking turns, with the spread (min-max), in
-images/s and images/s per CPU core, and the cores the process kept busy.
+               no decoding; batches are cut straight out of the records
+Every pipeline runs with --threads tf.data threads (its private thread pool),
+each count in turn. Each figure is the median of --repeats timings of
+--passes epochs after a warm-up epoch, the pipelines taking turns, with the
+spread (min-max), in images/s and images/s per CPU core, and the cores the
+process kept busy. The batches are counted inside TensorFlow (as model.fit
+takes them), not in a Python loop.
 """
 
 import os
@@ -39,9 +47,13 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timings per pipeline, taken in turns")
     parser.add_argument("--passes", type=int, default=3, help="passes over the files per timing")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="tf.data thread-pool sizes to measure each pipeline with (default: 1 2)")
     args = parser.parse_args(argv)
     for name in ("count", "batch_size", "repeats", "passes"):
         cli.check_range(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    for threads in args.threads:
+        cli.check_range("--threads", threads, 1)
     return args
 
 
@@ -51,11 +63,12 @@ def write_synthetic_jpegs(folder, count, height=375, width=500, seed=0):
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
-    (folder / "c0").mkdir(parents=True, exist_ok=True)
     for i in range(count):
         base = tf.image.resize(rng.uniform(0, 255, (6, 8, 3)), [height, width]).numpy()
         image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        (folder / "c0" / f"{i:05d}.JPEG").write_bytes(tf.io.encode_jpeg(image, quality=90).numpy())
+        path = folder / f"c{i % 2}" / f"{i:05d}.JPEG"  # two classes: a classifier's data
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tf.io.encode_jpeg(image, quality=90).numpy())
 
 
 def reference_pipeline(paths, batch_size, seed=0):
@@ -74,8 +87,46 @@ def reference_pipeline(paths, batch_size, seed=0):
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def measure(pipelines, repeats, passes):
-    """images/s of each pipeline: `repeats` timings of `passes` epochs each, taken in turns.
+def decode_pipeline(records, batch_size):
+    """tf.io.decode_jpeg alone over prepared JPEG records: read, parse and decode as training does, pixels dropped.
+
+    Decoded images differ in size, so each leaves the parallel map as its
+    shape, which is batched and counted: the decoder's work is all there is.
+    """
+    import tensorflow as tf
+
+    from pipeline.data.records import parse_jpeg_record
+
+    def decode(record):
+        return tf.shape(tf.io.decode_jpeg(parse_jpeg_record(record)[0], channels=3))
+
+    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def with_threads(dataset, threads):
+    """The dataset run by a private pool of `threads` tf.data threads, one thread inside each op."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
+
+
+def count_images(dataset):
+    """Images in a dataset of batches, counted inside TensorFlow (no Python per batch, as in model.fit)."""
+    import numpy as np
+    import tensorflow as tf
+
+    def add(total, batch):
+        return total + tf.cast(tf.shape(tf.nest.flatten(batch)[0])[0], tf.int64)
+
+    return int(dataset.reduce(np.int64(0), add))
+
+
+def measure(pipelines, repeats, passes, threads=(1, 2)):
+    """images/s of each pipeline at each thread count: `repeats` timings of `passes` epochs each, taken in turns.
 
     The pipelines take turns (reference, project, prepared, reference, ...),
     so a slow spell of the machine falls on all of them alike.
@@ -84,26 +135,55 @@ def measure(pipelines, repeats, passes):
         pipelines: {name: function returning the batched dataset}.
         repeats: timings per pipeline.
         passes: epochs per timing.
+        threads: tf.data thread-pool sizes.
 
     Returns:
-        {name: (list of images/s, cores used)}: cores are CPU time over wall time.
+        {(name, threads): (list of images/s, cores used)}: cores are CPU time over wall time.
     """
     from pipeline.bench.timing import CoreMeter
 
-    datasets = {name: make().repeat(passes) for name, make in pipelines.items()}
-    for make in pipelines.values():
-        next(iter(make()))  # warm-up: graph tracing, file cache
-    rates = {name: [] for name in pipelines}
-    meters = {name: CoreMeter() for name in pipelines}
+    keys = [(name, count) for name in pipelines for count in threads]
+    epochs = {(name, count): with_threads(pipelines[name](), count) for name, count in keys}
+    for epoch in epochs.values():
+        # Warm-up: a whole epoch of the very dataset timed (its traced functions, XLA for every batch
+        # shape, the file cache); a dataset built anew would compile its XLA kernels anew.
+        count_images(epoch)
+    datasets = {key: epoch.repeat(passes) for key, epoch in epochs.items()}
+    rates = {key: [] for key in keys}
+    meters = {key: CoreMeter() for key in keys}
     for _ in range(repeats):
-        for name, dataset in datasets.items():
-            count = 0
-            with meters[name].measure():
+        for key, dataset in datasets.items():
+            with meters[key].measure():
                 start = time.perf_counter()
-                for images, _ in dataset:
-                    count += int(images.shape[0])
-                rates[name].append(count / (time.perf_counter() - start))
-    return {name: (rates[name], meters[name].cores) for name in pipelines}
+                count = count_images(dataset)
+                rates[key].append(count / (time.perf_counter() - start))
+    return {key: (rates[key], meters[key].cores) for key in keys}
+
+
+def report(results, threads, out=print):
+    """Prints the table: per pipeline, images/s at each thread count and per busy core.
+
+    Per core and the cores for 20k/s come from the fewest threads (one
+    worker's worth: what a core does); the ratios to the reference and to
+    `decode`, and the spread, from the most threads.
+    """
+    names = list(dict.fromkeys(name for name, _ in results))
+    fewest, most = min(threads), max(threads)
+    median = {key: statistics.median(rates) for key, (rates, _) in results.items()}
+    head = "".join(f" {f'{count} thr img/s':>12} {'cores':>5}" for count in threads)
+    out(f"{'pipeline':<10}{head} {'per core':>9} {'spread':>13} {'vs reference':>13} {'vs decode':>10}"
+        f" {'cores for 20k/s':>16}")
+    for name in names:
+        cells = "".join(f" {median[name, count]:12.0f} {results[name, count][1]:5.2f}" for count in threads)
+        # Per core of those the pipeline kept busy; the cores a GPU at 20,000 images/s needs from this pipeline.
+        per_core = median[name, fewest] / max(results[name, fewest][1], 1e-9)
+        rates = results[name, most][0]
+        decode = median.get(("decode", most))
+        versus = f"{median[name, most] / decode:9.2f}x" if decode else f"{'-':>10}"
+        out(f"{name:<10}{cells} {per_core:9.0f} {min(rates):6.0f}-{max(rates):<6.0f} "
+            f"{median[name, most] / median['reference', most]:12.2f}x {versus} {GPU_RATE / per_core:16.1f}")
+    out(f"per core: images/s with {fewest} thread(s) over the cores the pipeline kept busy (CPU time / wall time); "
+        f"spread and ratios at {most} threads")
 
 
 def main(argv=None):
@@ -126,13 +206,13 @@ def main(argv=None):
             folder = tmp / "jpegs"
             write_synthetic_jpegs(folder, args.count)
             print(f"Wrote {args.count} synthetic 500x375 JPEGs")
-        # A flat folder of JPEGs becomes one class.
+        # A flat folder of JPEGs becomes two classes, every other file each.
         if not any(p.is_dir() for p in folder.iterdir()):
-            linked = tmp / "linked" / "c0"
-            linked.mkdir(parents=True)
-            for path in folder.iterdir():
-                (linked / path.name).symlink_to(path.resolve())
-            folder = linked.parent
+            for i, path in enumerate(sorted(folder.iterdir())):
+                linked = tmp / "linked" / f"c{i % 2}" / path.name
+                linked.parent.mkdir(parents=True, exist_ok=True)
+                linked.symlink_to(path.resolve())
+            folder = tmp / "linked"
         paths = sorted(str(p) for p in folder.rglob("*") if p.is_file())
         common = [
             "data.image_size=224", "data.resize=256", "data.cache=false", "data.validation_fraction=0.01",
@@ -148,21 +228,11 @@ def main(argv=None):
         pipelines = {
             "reference": lambda: reference_pipeline(paths, args.batch_size),
             "project": lambda: build_datasets(config.data, args.batch_size).train,
+            "prepared": lambda: build_datasets(prepared["prepared"].data, args.batch_size).train,
+            "decode": lambda: decode_pipeline(load_source(prepared["prepared"].data).train_records, args.batch_size),
         }
-        for name in forms:
+        for name in ("square", "raw"):
             pipelines[name] = lambda name=name: build_datasets(prepared[name].data, args.batch_size).train
-        results = measure(pipelines, args.repeats, args.passes)
+        results = measure(pipelines, args.repeats, args.passes, args.threads)
     print(f"\nInput pipeline, {len(paths)} files, batch {args.batch_size}, {cores} CPU cores, TF {tf.__version__}")
-    print(f"{'pipeline':<10} {'images/s':>9} {'per core':>9} {'spread':>15} {'cores used':>11} {'vs reference':>13}"
-          f" {'cores for 20k/s':>16}")
-    reference = statistics.median(results["reference"][0])
-    for name, (rates, used) in results.items():
-        median = statistics.median(rates)
-        # Per core of those the pipeline kept busy; the cores a GPU at 20,000 images/s needs from this pipeline.
-        per_core = median / max(used, 1e-9)
-        print(
-            f"{name:<10} {median:9.0f} {per_core:9.0f} {min(rates):7.0f}-{max(rates):<7.0f} "
-            f"{used:11.2f} {median / reference:12.2f}x {GPU_RATE / per_core:16.1f}"
-        )
-    print("per core: images/s over the cores the pipeline kept busy (CPU time / wall time)")
-
+    report(results, args.threads)

@@ -101,7 +101,7 @@ def _decode_any(data):
     return tf.io.decode_image(data, channels=3, expand_animations=False)
 
 
-def decode_window(data, window, target=None, fast_idct=False):
+def decode_window(data, window, target=None, fast_idct=False, jpeg=False, ratios=(1, 2, 4, 8)):
     """Decodes [top, left, height, width] of an encoded image as uint8 RGB.
 
     JPEGs decode only the window. Given `target` (the size the window will be
@@ -111,29 +111,40 @@ def decode_window(data, window, target=None, fast_idct=False):
     sliced. Grey and CMYK JPEGs come out as RGB.
 
     With `fast_idct` a JPEG is decoded with libjpeg's fast integer inverse DCT
-    (pixel values within a few levels of the accurate one, a quarter less
-    time a window): the training view, which the augmentation shifts by more
-    anyway. Evaluation and serving decode accurately.
+    (pixel values within a few levels of the accurate one): the training view,
+    which the augmentation shifts by more anyway. Evaluation and serving
+    decode accurately.
+
+    Args:
+        data: scalar tf.string.
+        window: [4] int32.
+        target: the side the window is resized to, or None.
+        fast_idct: the fast integer inverse DCT.
+        jpeg: the bytes are a JPEG for certain (prepared records): no format
+            check, no branch for other formats.
+        ratios: the DCT scales worth trying (prepared records whose windows
+            are never twice the target: (1,), no branch).
     """
     window = tf.cast(window, tf.int32)
     dct_method = "INTEGER_FAST" if fast_idct else ""
 
-    def jpeg():
-        if target is None:
-            return tf.image.decode_and_crop_jpeg(data, window, channels=3, dct_method=dct_method)
+    def at(ratio):
+        return tf.image.decode_and_crop_jpeg(data, window // ratio, channels=3, ratio=ratio, dct_method=dct_method)
+
+    def decode_jpeg():
+        if target is None or len(ratios) == 1:
+            return at(1)
         side = tf.minimum(window[2], window[3])
-        # Index into (1, 2, 4, 8): the largest ratio that keeps side / ratio >= target.
-        index = tf.add_n([tf.cast(side // r >= target, tf.int32) for r in (2, 4, 8)])
-        branches = [
-            (lambda r=r: tf.image.decode_and_crop_jpeg(data, window // r, channels=3, ratio=r, dct_method=dct_method))
-            for r in (1, 2, 4, 8)
-        ]
-        return tf.switch_case(index, branches)
+        # Index into ratios: the largest ratio that keeps side / ratio >= target.
+        index = tf.add_n([tf.cast(side // r >= target, tf.int32) for r in ratios[1:]])
+        return tf.switch_case(index, [lambda r=r: at(r) for r in ratios])
 
     def other():
         return tf.slice(_decode_any(data), [window[0], window[1], 0], [window[2], window[3], 3])
 
-    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    if jpeg:
+        return decode_jpeg()
+    return tf.cond(tf.io.is_jpeg(data), decode_jpeg, other)
 
 
 def resize_to(image, size):
@@ -162,28 +173,50 @@ def resize_to(image, size):
     return tf.cond(same, lambda: tf.cast(tf.reshape(image, [size, size, -1]), tf.float32), resized)
 
 
+def resize_uint8(image, size):
+    """A uint8 image -> size x size uint8: unchanged when it is that size already, else `resize_to`, rounded.
+
+    A window already size x size (a 224 crop of an image stored at 256, as
+    `pipeline.prepare` writes them) is passed on as it is, without a copy.
+    """
+    def resized():
+        return tf.cast(tf.clip_by_value(tf.round(resize_to(image, size)), 0.0, 255.0), tf.uint8)
+
+    if image.shape[:2].is_fully_defined():  # known when the graph is built: no branch needed
+        return image if tuple(image.shape[:2]) == (size, size) else resized()
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    return tf.cond(same, lambda: tf.reshape(image, [size, size, 3]), resized)
+
+
 def central_square(shape):
     """The central min(h, w) square, [top, left, side, side], of an image of `shape`."""
     side = tf.minimum(shape[0], shape[1])
     return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
 
 
-def paper_train_window(shape, image_size, resize, seed):
+def paper_train_window(shape, image_size, resize, offset):
     """The paper's random training crop, in source pixels.
 
     The photo is (virtually) rescaled so its shorter side is `resize`, its
-    central resize x resize square kept, and a random image_size window taken
-    from it. Returns [top, left, height, width] of that window in the original
-    photo (at least 1 pixel).
+    central resize x resize square kept, and the image_size window at `offset`
+    taken from it.
+
+    Args:
+        shape: [height, width] of the photo.
+        image_size, resize: the window's side and the square's, in resized pixels.
+        offset: [2] int32 (top, left) of the window in the resized square, each in
+            [0, resize - image_size] (`pipeline.data.augment.crop_offsets`).
+
+    Returns:
+        [top, left, height, width] of that window in the original photo (at least 1 pixel).
     """
     square = central_square(shape)
     side = tf.cast(square[2], tf.float32)
     scale = side / float(resize)  # source pixels per resized pixel
-    offset = tf.random.stateless_uniform(
-        [2], seed=tf.random.experimental.stateless_fold_in(seed, 1), maxval=resize - image_size + 1, dtype=tf.int32
-    )
-    top = tf.cast(square[0], tf.float32) + tf.cast(offset[0], tf.float32) * scale
-    left = tf.cast(square[1], tf.float32) + tf.cast(offset[1], tf.float32) * scale
+    offset = tf.cast(offset, tf.float32)
+    top = tf.cast(square[0], tf.float32) + offset[0] * scale
+    left = tf.cast(square[1], tf.float32) + offset[1] * scale
     size = tf.maximum(1, tf.cast(tf.round(image_size * scale), tf.int32))
     top = tf.minimum(tf.cast(tf.round(top), tf.int32), shape[0] - size)
     left = tf.minimum(tf.cast(tf.round(left), tf.int32), shape[1] - size)

@@ -1,9 +1,13 @@
 """Batched tf.data pipelines: a source's splits -> training and evaluation batches.
 
 `build_datasets` turns a source (`pipeline.data.sources`) into the batched
-training pipeline (bad files skipped, cache, shuffle, per-image augmentation
-with stateless seeds, batch, prefetch) and the evaluation pipeline (resize,
-centre or ten crops, batch).
+training pipeline (bad files skipped, cache, shuffle, augmentation with
+stateless per-image seeds, batch, prefetch; uint8 images out) and the
+evaluation pipeline (resize, centre or ten crops, batch; float32 out).
+Images of one size (raw records, the synthetic source) are batched first and
+augmented a batch at a time; others are cropped (a JPEG decoded only in its
+crop window) one at a time, then flipped and coloured a batch at a time
+(`pipeline.data.augment`).
 
 Undecodable files (empty, not an image, a JPEG cut short) and PNG, GIF or BMP
 files above data.max_pixels are skipped, each with a warning naming it, and
@@ -15,8 +19,9 @@ import pathlib
 
 import tensorflow as tf
 
-from pipeline.data.augment import EvalTransform, TrainTransform
+from pipeline.data.augment import BatchAugment, EvalTransform, TrainTransform
 from pipeline.data.decode import skip_undecodable
+from pipeline.data.records import RecordsSource
 from pipeline.data.sources import load_source
 from pipeline.errors import ConfigError
 
@@ -48,18 +53,64 @@ SHUFFLE_EXAMPLES = 10_000
 SHUFFLE_BYTES = 2**30
 
 
-def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False, cache=False,
-                   example_bytes=None):
-    """Unbatched (image, label) -> shuffled, augmented, batched, prefetched.
+def _nothing_random(augment):
+    return augment.crop == "center" and not augment.flip and augment.pca_noise == 0
 
-    Each image is paired with its own [2] seed from `Dataset.random`, drawn
-    anew every epoch, before the parallel map: the augmentation of an image
-    does not depend on thread scheduling. Unless `data.deterministic`, images
-    leave the parallel map as they are finished, so the batches of two runs
-    with one seed hold the same augmented images in a slightly different order.
+
+def _batch_seeds(seed, batch_size):
+    """[batch_size, 2] int64 seeds a batch, from `Dataset.random`, new every epoch (the last batch takes the first rows)."""
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2 * batch_size)
+    return draws.map(lambda draw: tf.reshape(draw, [batch_size, 2]))
+
+
+def _batched_views(dataset, make_views, batch_size, seed, deterministic):
+    """Batch first, then one map over (batch, seeds): no per-image tf.data work after the shuffle."""
+    dataset = tf.data.Dataset.zip(dataset.batch(batch_size), _batch_seeds(seed, batch_size))
+    return dataset.map(
+        lambda batch, keys: make_views(batch, keys[: tf.shape(tf.nest.flatten(batch)[0])[0]]),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+    )
+
+
+def _per_image_views(dataset, transform, batch_size, seed, deterministic, parse):
+    """Crop (and decode) per image in a parallel map, then flip and colour per batch."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    dataset = tf.data.Dataset.zip(dataset, seeds)
+
+    def crop(example, key):
+        image, label = parse(example)
+        return transform.crop_view(image, key), label, key
+
+    dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    # Backstop for a file that passes the cheap guard yet fails to decode (a
+    # corrupt body): TensorFlow logs the error and the image is dropped.
+    dataset = dataset.ignore_errors(log_warning=True).batch(batch_size)
+    return dataset.map(
+        lambda images, labels, keys: (transform.augment(images, keys), labels),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+    )
+
+
+def _first_two(example):
+    return example[0], example[1]
+
+
+def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False, cache=False,
+                   example_bytes=None, records=None):
+    """Unbatched (image, label) -> shuffled, augmented, batched, prefetched: uint8 [N, S, S, 3] and int32 labels.
+
+    Each image has its own [2] seed from `Dataset.random`, drawn anew every
+    epoch and paired with it before any parallel work, so its view does not
+    depend on thread scheduling (`pipeline.data.augment`). Images of equal
+    size (raw records, the synthetic source) are batched first and cropped,
+    flipped and coloured a batch at a time; others are cropped per image in
+    a parallel map, which, unless `data.deterministic`, hands them on as they
+    are finished, so the batches of two runs with one seed hold the same
+    augmented images in a slightly different order.
 
     Args:
-        dataset: unbatched (image or encoded bytes, label).
+        dataset: unbatched (image or encoded bytes, label); with `records`,
+            their serialized `train_records`.
         data_config: `DataConfig`.
         batch_size: global batch size.
         seed: shuffle and augmentation seed.
@@ -71,6 +122,9 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
             `cache_decision` for data.cache).
         example_bytes: the mean size of one example as stored, to bound the
             shuffle buffer's memory (None: unknown).
+        records: the `pipeline.data.records.RecordsSource` the records come
+            from: parsed inside the decoding map, or, for raw records of the
+            central data.resize square, cut a batch at a time.
     """
     augment = data_config.augment
     transform = TrainTransform(
@@ -80,7 +134,9 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
         flip=augment.flip,
         pca_noise=augment.pca_noise,
         min_area=augment.min_area,
+        jpeg_side=records.stored_side if records is not None and records.encoded else None,
     )
+    parse = records.parse_record if records is not None else _first_two
 
     def cache_and_shuffle(dataset):
         # A cache replays its first epoch's order, so a shuffle must follow it
@@ -94,25 +150,57 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
             dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         return dataset
 
-    if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
+    if _nothing_random(augment):
         # Nothing random: transform once, then cache the model-ready images.
         # In order: nothing else would vary between two runs with one seed.
-        dataset = dataset.map(lambda image, label: (transform(image, tf.zeros([2], tf.int64)), label),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        def view(*example):
+            image, label = parse(example[0] if records is not None else example)
+            return transform(image, tf.zeros([2], tf.int64)), label
+
+        dataset = dataset.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.ignore_errors(log_warning=True)  # see below
         return cache_and_shuffle(dataset).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     dataset = cache_and_shuffle(dataset)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    dataset = tf.data.Dataset.zip(dataset, seeds)
-    dataset = dataset.map(
-        lambda example, key: (transform(example[0], key), example[1]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=data_config.deterministic,
-    )
-    # Backstop for a file that passes the cheap guard yet fails to decode (a
-    # corrupt body): TensorFlow logs the error and the image is dropped.
-    dataset = dataset.ignore_errors(log_warning=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    deterministic = data_config.deterministic
+    batch_augment = BatchAugment(data_config.image_size, crop=augment.crop, flip=augment.flip,
+                                 pca_noise=augment.pca_noise)
+    layout = _raw_windows(records, data_config)
+    if layout is not None:
+        def views(serialized, keys):
+            offsets = batch_augment.offsets(keys, layout.side)
+            windows, labels = layout.windows(serialized, offsets, data_config.image_size)
+            return batch_augment.from_windows(windows, keys, layout.row_bytes), labels
+
+        dataset = _batched_views(dataset, views, batch_size, seed, deterministic)
+    elif records is None and _equal_size(dataset, data_config):
+        dataset = _batched_views(dataset, lambda batch, keys: (batch_augment(batch[0], keys), batch[1]),
+                                 batch_size, seed, deterministic)
+    else:
+        dataset = _per_image_views(dataset, transform, batch_size, seed, deterministic, parse)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _equal_size(dataset, data_config):
+    """Decoded images all data.resize square (the synthetic source): cropped a batch at a time."""
+    spec = dataset.element_spec[0]
+    return (
+        data_config.augment.crop in ("random", "center") and spec.dtype == tf.uint8
+        and spec.shape.as_list() == [data_config.resize, data_config.resize, 3]
+        and data_config.image_size <= data_config.resize
+    )  # fmt: skip
+
+
+def _raw_windows(records, data_config):
+    """The raw records' `RawLayout` when the training views can be cut straight out of them, else None.
+
+    That needs a crop of the central data.resize square ("random" or
+    "center"), which raw records hold when they were prepared at that size.
+    """
+    if records is None or records.layout is None or records.layout.side != data_config.resize:
+        return None
+    if data_config.augment.crop not in ("random", "center") or data_config.image_size > data_config.resize:
+        return None
+    return records.layout
 
 
 def eval_pipeline(dataset, data_config, batch_size, crops=None, cache=False):
@@ -158,9 +246,9 @@ def available_memory():
 def cached_bytes(data_config, source):
     """What the training cache would hold, in bytes (None when the source does not tell its size)."""
     augment = data_config.augment
-    if augment.crop == "center" and not augment.flip and augment.pca_noise == 0:
-        # Nothing random: the cache holds model-ready float32 images (`train_pipeline`).
-        return source.train_size * data_config.image_size**2 * 3 * 4
+    if _nothing_random(augment):
+        # Nothing random: the cache holds model-ready uint8 images (`train_pipeline`).
+        return source.train_size * data_config.image_size**2 * 3
     return source.train_bytes
 
 
@@ -215,7 +303,8 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
             gives this worker its share of the training files (`folder_source`).
 
     Returns:
-        `Datasets` with float32 images in [0, 255] and int32 labels.
+        `Datasets`: training batches of uint8 images (the model normalises
+        them), validation batches of float32 images in [0, 255], int32 labels.
     """
     source = load_source(data_config, seed, shard)
     cache, note = cache_decision(data_config, source)
@@ -223,9 +312,14 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
         print(note)
     skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
     train, validation = source.train, source.validation
+    records = source if isinstance(source, RecordsSource) else None
+    if records is not None:
+        # Prepared records were decoded once by prepare: no bad-file check, parsed where they are decoded.
+        train = records.train_records
     if source.encoded:
         cap = data_config.max_pixels
-        train = skip_undecodable(train, skipped, max_pixels=cap)
+        if records is None:
+            train = skip_undecodable(train, skipped, max_pixels=cap)
         validation = skip_undecodable(validation, skipped, max_pixels=cap)
     if source.sharded:
         # Every worker must run the same number of steps: an epoch is exactly
@@ -236,6 +330,7 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
         train=train_pipeline(
             train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled, cache=cache,
             example_bytes=source.train_bytes / source.train_size if source.train_bytes and source.train_size else None,
+            records=records,
         ),
         validation=eval_pipeline(validation, data_config, batch_size),
         class_names=source.class_names,

@@ -12,13 +12,19 @@ Three forms of image (`python -m pipeline.benchmark --input` measures them):
     jpeg, square    the paper's central `size` square as a JPEG.
     raw             the central square as raw uint8 pixels, every image exactly
                     size x size (smaller ones upscaled): no decoding in training.
+                    A raw record is not a tf.train.Example but the label (int64,
+                    little-endian) followed by the pixels (`RawLayout`), so that
+                    training cuts each crop window straight out of a batch of
+                    records, with no parsing.
 
 A dataset is written into a staging folder beside its place and swapped in
 whole (`pipeline.storage.files.replace_directory`), under a lock beside it.
 """
 
+import dataclasses
 import json
 import pathlib
+import struct
 
 from pipeline.console.progress import Progress
 from pipeline.data.splits import DataError, Source
@@ -40,16 +46,103 @@ LABELS = "labels.txt"
 DATASET_ENTRIES = ("train-*.tfrecord", "validation-*.tfrecord", LABELS, MANIFEST)
 MAX_SHARDS = 100_000
 IMAGES_PER_SHARD = 1000
+# prepared.json's "raw_record" for raw records laid out as `RawLayout` describes; raw datasets
+# written before it hold tf.train.Examples, which are still read.
+RAW_RECORD = "int64 label, uint8 pixels"
+LABEL_BYTES = 8
 
 
-def _features():
+@dataclasses.dataclass(frozen=True)
+class RawLayout:
+    """Where a raw record keeps its label and pixels: side x side x 3 uint8, row by row.
+
+    Records of this layout (example=False) hold the label as 8 bytes (int64,
+    little-endian), then the pixels. Older raw datasets (example=True) hold a
+    tf.train.Example whose "image" feature holds the pixels; they are parsed
+    a batch at a time first.
+    """
+
+    side: int
+    example: bool = False
+
+    @property
+    def row_bytes(self):
+        return self.side * 3
+
+    def pixels_and_labels(self, records):
+        """Serialized records [N] -> (strings holding the pixels [N], where the pixels start, int32 labels [N])."""
+        import tensorflow as tf
+
+        if self.example:
+            parsed = tf.io.parse_example(records, _features(names=False))
+            return parsed["image"], 0, tf.cast(parsed["label"], tf.int32)
+        labels = tf.io.decode_raw(tf.strings.substr(records, 0, LABEL_BYTES), tf.int64, little_endian=True)
+        return records, LABEL_BYTES, tf.cast(tf.reshape(labels, [-1]), tf.int32)
+
+    def windows(self, records, offsets, size):
+        """Each record's size x size window at offsets [N, 2] (top, left), and the labels.
+
+        A window's rows are contiguous in the record but for the bytes between
+        them, so it is cut as ONE substring per image, (size - 1) full rows and
+        the last row's size pixels, with no parsing and no copy of the rest
+        (`pipeline.data.augment.batch_view` drops the bytes between rows).
+
+        Returns:
+            (uint8 [N, (size - 1) * row_bytes + 3 * size], int32 labels [N]).
+        """
+        import tensorflow as tf
+
+        pixels, start, labels = self.pixels_and_labels(records)
+        position = start + offsets[:, 0] * self.row_bytes + offsets[:, 1] * 3
+        length = tf.fill(tf.shape(position), (size - 1) * self.row_bytes + 3 * size)
+        return tf.io.decode_raw(tf.strings.substr(pixels, position, length), tf.uint8), labels
+
+    def decode(self, record):
+        """One serialized record -> (uint8 image [side, side, 3], int32 label)."""
+        import tensorflow as tf
+
+        pixels, start, labels = self.pixels_and_labels(record[None])
+        image = tf.io.decode_raw(tf.strings.substr(pixels[0], start, self.side * self.row_bytes), tf.uint8)
+        return tf.reshape(image, [self.side, self.side, 3]), labels[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordsSource(Source):
+    """A prepared dataset: a `Source`, plus its training records undecoded, for the training pipeline.
+
+    `train` and `validation` give what other sources give (JPEG records:
+    (bytes, label, name) triples; raw records: decoded (uint8 image, label)
+    pairs). `train_records` are the same training records serialized, in a new
+    order of shards every epoch; `parse_record` turns one into (image, label),
+    so the training pipeline parses inside its decoding map instead of in a
+    stage of its own. Every image in them was decoded once by prepare, so no
+    bad-file check is needed.
+    """
+
+    train_records: "tf.data.Dataset" = None  # noqa: F821
+    parse_record: object = None  # serialized record -> (image or JPEG bytes, int32 label)
+    stored_side: int = 0  # the shorter side the images were prepared at (prepared.json's "size")
+    layout: "RawLayout" = None  # raw records only
+
+
+def _features(names=True):
     import tensorflow as tf
 
-    return {
+    features = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
-        "name": tf.io.FixedLenFeature([], tf.string),
     }
+    if names:
+        features["name"] = tf.io.FixedLenFeature([], tf.string)
+    return features
+
+
+def parse_jpeg_record(record):
+    """A serialized JPEG record -> (JPEG bytes, int32 label); the name is left unparsed."""
+    import tensorflow as tf
+
+    example = tf.io.parse_single_example(record, _features(names=False))
+    return example["image"], tf.cast(example["label"], tf.int32)
 
 
 def _stored(size, quality, image_format="jpeg", square=False):
@@ -107,8 +200,11 @@ def write_split(dataset, output, split, count, shards, size, quality, counter, m
     progress = Progress(f"{split} split", total=count)
     try:
         for image, label, name in triples.as_numpy_iterator():
-            data = image.tobytes() if image_format == "raw" else image
-            writers[written % shards].write(_example(data, int(label), name))
+            if image_format == "raw":
+                record = struct.pack("<q", int(label)) + image.tobytes()
+            else:
+                record = _example(image, int(label), name)
+            writers[written % shards].write(record)
             written += 1
             progress.update()
     finally:
@@ -183,6 +279,8 @@ def _write_dataset(source, config, folder, size, quality, shards, image_format="
         "square": square or image_format == "raw", "quality": quality if image_format == "jpeg" else None,
         "splits": {},
     }  # fmt: skip
+    if image_format == "raw":
+        summary["raw_record"] = RAW_RECORD
     for split, dataset, count in (
         ("train", source.train, source.train_size),
         ("validation", source.validation, source.validation_size),
@@ -203,49 +301,52 @@ def _write_dataset(source, config, folder, size, quality, shards, image_format="
 def records_source(data_config, seed=0):
     """TFRecords written by `python -m pipeline.prepare` (JPEGs at shorter side 256, or raw squares).
 
-    JPEG records give (bytes, label, name) triples like the other file
-    sources; raw records (prepared.json's "format": "raw") give decoded
-    (uint8 image, label) pairs, which no decoder needs to see.
+    A `RecordsSource`: JPEG records give (bytes, label, name) triples like
+    the other file sources; raw records (prepared.json's "format": "raw")
+    decoded (uint8 image, label) pairs, which no decoder needs to see. Both
+    give their undecoded training records beside them.
     """
     import tensorflow as tf
 
-    features = _features()
     root = pathlib.Path(data_config.source_location).expanduser()
     summary_path = root / MANIFEST
     if not summary_path.is_file():
         raise DataError(f"{root} holds no prepared dataset (prepared.json); write one with python -m pipeline.prepare")
     summary = json.loads(summary_path.read_text())
-    def split(name, shuffle):
+
+    def records(name, shuffle):
         files = sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
         dataset = tf.data.Dataset.from_tensor_slices(files)
         if shuffle:
             dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.interleave(
+        return dataset.interleave(
             tf.data.TFRecordDataset,
             cycle_length=min(len(files), 16),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not shuffle or data_config.deterministic,
         )
 
-        def parse(record):
-            ex = tf.io.parse_single_example(record, features)
-            return ex["image"], tf.cast(ex["label"], tf.int32), ex["name"]
+    def parse(record):
+        ex = tf.io.parse_single_example(record, _features())
+        return ex["image"], tf.cast(ex["label"], tf.int32), ex["name"]
 
-        def parse_raw(record):
-            ex = tf.io.parse_single_example(record, features)
-            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [size, size, 3])
-            return image, tf.cast(ex["label"], tf.int32)
-
-        return dataset.map(parse_raw if raw else parse, num_parallel_calls=tf.data.AUTOTUNE)
-
-    raw = summary.get("format", "jpeg") == "raw"
-    size = int(summary["size"])
-    return Source(
-        train=split("train", True),
-        validation=split("validation", False),
+    common = dict(
         class_names=(root / LABELS).read_text().splitlines(),
         train_size=summary["splits"]["train"]["images"],
         validation_size=summary["splits"]["validation"]["images"],
-        encoded=not raw,
         train_bytes=sum(p.stat().st_size for p in root.glob("train-*.tfrecord")),
+        train_records=records("train", True),
+        stored_side=int(summary["size"]),
     )
+    if summary.get("format", "jpeg") != "raw":
+        return RecordsSource(
+            train=records("train", True).map(parse, num_parallel_calls=tf.data.AUTOTUNE),
+            validation=records("validation", False).map(parse, num_parallel_calls=tf.data.AUTOTUNE),
+            encoded=True, parse_record=parse_jpeg_record, **common,
+        )  # fmt: skip
+    layout = RawLayout(int(summary["size"]), example=summary.get("raw_record") != RAW_RECORD)
+    return RecordsSource(
+        train=records("train", True).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
+        validation=records("validation", False).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
+        parse_record=layout.decode, layout=layout, **common,
+    )  # fmt: skip

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +24,12 @@ def test_prepare_writes_256_jpeg_records_that_train_reads(tmp_path, capfd):
     out = tmp_path / "prepared"
     argv = ["--set", f"data.source=folder:{folder}", "--output", str(out), "--shards", "2"]
     assert prepare.main(argv) == 0
-    assert "empty.JPEG" in capfd.readouterr().err
+    captured = capfd.readouterr()
+    assert "empty.JPEG" in captured.err
+    # The last line: images written, their rate, and the rate per busy core.
+    last = captured.out.splitlines()[-1]
+    assert re.fullmatch(r"4 images in \d+\.\d s: \d+\.\d images/s, \d+\.\d per busy core "
+                        r"\(\d\.\d\d of \d+ cores busy\)", last), last
     summary = json.loads((out / "prepared.json").read_text())
     assert summary["splits"] == {"train": {"images": 3, "skipped": 1}, "validation": {"images": 1, "skipped": 0}}
     assert sorted(p.name for p in out.glob("*.tfrecord")) == [

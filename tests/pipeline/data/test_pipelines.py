@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.config import load_config
+from pipeline.data.augment import EvalTransform
 from pipeline.data.pipelines import build_datasets
 from pipeline.data.sources import digits_source, load_source
 
@@ -31,11 +32,16 @@ def test_digits_batches_are_model_ready():
     config = data_config()  # quickstart: 128x128, centre, no augmentation
     datasets = build_datasets(config, batch_size=32, seed=0)
     images, labels = next(iter(datasets.train))
-    assert images.shape == (32, 128, 128, 3) and images.dtype == tf.float32
+    # uint8 to the model, which normalises them itself.
+    assert images.shape == (32, 128, 128, 3) and images.dtype == tf.uint8
     assert labels.shape == (32,) and labels.dtype == tf.int32
-    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
     val_batches = list(datasets.validation)
+    assert val_batches[0][0].dtype == tf.float32
     assert sum(int(b[1].shape[0]) for b in val_batches) == 359  # no image dropped
+    # Nothing random: the training images are the evaluation view of each image, rounded to uint8.
+    evaluate = EvalTransform(128, resize=128)
+    expected = sorted(np.round(evaluate(x).numpy()).astype(np.uint8).tobytes() for x, _ in digits_source(config).train)
+    assert sorted(x.numpy().tobytes() for batch, _ in datasets.train for x in batch) == expected
 
 
 def test_synthetic_source_is_deterministic_and_class_coloured():
@@ -139,9 +145,9 @@ def test_cache_auto_caches_what_fits_and_streams_the_rest():
     with pytest.raises(ConfigError, match=r"data.cache: true, but the training data takes 30.0 GB in memory and "
                                           r"8.0 GB is available: set data.cache to auto or false"):
         cache_decision(data_config("data.augment.crop=random", "data.cache=true"), large, available=8 * 10**9)
-    # Nothing random (the quickstart): the cache holds model-ready float32 images, 1438 x 128 x 128 x 3 x 4 bytes.
-    assert cache_decision(data_config(), source, available=4 * 1438 * 128 * 128 * 3 * 4) == (True, None)
-    assert cache_decision(data_config(), source, available=4 * 1438 * 128 * 128 * 3 * 4 - 4)[0] is False
+    # Nothing random (the quickstart): the cache holds model-ready uint8 images, 1438 x 128 x 128 x 3 bytes.
+    assert cache_decision(data_config(), source, available=4 * 1438 * 128 * 128 * 3) == (True, None)
+    assert cache_decision(data_config(), source, available=4 * 1438 * 128 * 128 * 3 - 4)[0] is False
 
 
 def test_a_folder_source_knows_its_size_on_disk(tmp_path):
