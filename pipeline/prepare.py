@@ -51,10 +51,9 @@ from pipeline.data import records
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], metavar="YAML", help="experiment file(s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--output", type=pathlib.Path, required=True, help="directory to write")
+    parser = cli.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__)
+    cli.add_config_options(parser, set_example="data.manual_dir=/data/imagenet/manual")
+    parser.add_argument("--output", type=pathlib.Path, help="directory to write (required)")
     parser.add_argument("--size", type=int, default=256,
                         help=f"shorter side of the stored JPEGs (paper: 256; at least {MIN_INPUT_SIZE})")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored images, 1-100")
@@ -66,6 +65,8 @@ def parse_args(argv=None):
                         help="shards per split (default 0: about 1,000 images each)")
     parser.add_argument("--overwrite", action="store_true", help="replace a prepared dataset in --output")
     args = parser.parse_args(argv)
+    if args.output is None and not args.print_config:
+        parser.error("the following arguments are required: --output")
     cli.check_range("--size", args.size, MIN_INPUT_SIZE)
     cli.check_range("--quality", args.quality, 1, 100)
     cli.check_range("--shards", args.shards, 0, records.MAX_SHARDS)
@@ -87,6 +88,9 @@ def main(argv=None):
 
     args = parse_args(argv)
     config = load_config(args.config, args.set)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return
     records.check_output(args.output, args.overwrite)  # before the source is opened (listing can take minutes)
     source = load_source(config.data, config.seed)
     cpu, wall = time.process_time(), time.perf_counter()

@@ -31,6 +31,7 @@ from pipeline.data.splits import DataError, Source
 from pipeline.errors import ConfigError
 from pipeline.storage.files import (
     atomic_write_text,
+    lock_file_for,
     check_ours,
     locked,
     recover_directory,
@@ -258,7 +259,8 @@ def prepare(source, config, output, size=256, quality=90, shards=0, overwrite=Fa
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     busy = f"{output} is being written by another prepare: wait for it, or choose another --output"
-    with locked(output.parent / f".{output.name}.lock", busy):
+    # Beside the dataset, named from its real path: the same lock under any name or symbolic link of it.
+    with locked(lock_file_for(output), busy):
         repaired = recover_directory(output)
         if repaired:
             print(f"{output}: {repaired}")

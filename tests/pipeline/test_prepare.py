@@ -84,7 +84,7 @@ def test_bad_arguments_fail_before_anything_is_touched(tmp_path, capsys, extra, 
     assert prepare.main(base + ["--overwrite"] + extra) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
     assert _dataset_files(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.lock", "images", "prepared"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "prepared"]  # no lock file left
 
 
 def test_output_of_user_files_or_a_file_is_refused(tmp_path, capsys):
@@ -102,17 +102,19 @@ def test_output_of_user_files_or_a_file_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: --output {a_file} is a file: choose a folder\n"
 
 
-def test_a_second_prepare_into_the_same_folder_is_refused(tmp_path, capsys):
-    from pipeline.storage.files import locked
+def test_a_second_prepare_into_the_same_folder_is_refused_under_any_name(tmp_path, capsys):
+    from pipeline.storage.files import lock_file_for, locked
 
     folder = _folder(tmp_path)
     out = tmp_path / "prepared"
-    with locked(tmp_path / ".prepared.lock", "held by the test"):
-        assert prepare.main(["--set", f"data.source=folder:{folder}", "--output", str(out)]) == 2
-    assert capsys.readouterr().err == (
-        f"error: {out} is being written by another prepare: wait for it, or choose another --output\n"
-    )
-    assert not out.exists()
+    (tmp_path / "link").symlink_to(out)  # dangling until the first prepare writes the folder
+    with locked(lock_file_for(out), "held by the test"):
+        for target in (out, tmp_path / "link"):
+            assert prepare.main(["--set", f"data.source=folder:{folder}", "--output", str(target)]) == 2
+            assert capsys.readouterr().err == (
+                f"error: {target} is being written by another prepare: wait for it, or choose another --output\n"
+            )
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["images", "link"]
 
 
 KILL_MID_PREPARE = """
@@ -163,7 +165,7 @@ def test_a_killed_reprepare_leaves_the_previous_dataset_usable(tmp_path):
     assert sum(1 for _ in load_source(config).train) == 6
     # The next prepare clears the leftover and replaces the dataset.
     assert prepare.main(base + ["--overwrite"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.lock", "images", "marker", "prepared"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "marker", "prepared"]
     assert json.loads((out / "prepared.json").read_text())["quality"] == 90
 
 
