@@ -17,7 +17,6 @@ from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
 from pipeline.training import run as training_run
 from pipeline.training.strategy import make_cluster
-from tests.helpers.runs import scalars
 from tuning.hypermodel import AlexNetHyperModel
 
 # scikit-learn's 1,797 digits (1,438 to train, 359 to validate) at 64x64, fc 256, He's start: about 86 %
@@ -54,13 +53,10 @@ def test_the_trainer_learns_the_digits(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_multi_worker_loop_learns_the_digits_and_logs_ten_crop_errors(tmp_path):
-    # The loop multi-worker training runs (`strategy.run` over model.train_step), here on one process, with the
-    # paper's ten-crop validation after each epoch as well.
-    metrics = training_run.train(load_config([], DIGITS + ["train.validation_crops=10"]), tmp_path / "run",
-                                 loop="custom")
-    assert metrics["val_top1_error"] <= LEARNED and metrics["val_10crop_top1_error"] <= LEARNED, metrics
-    assert len(scalars(tmp_path / "run" / "logs" / "validation", "epoch_10crop_top1_error")) == 3
+def test_the_multi_worker_loop_learns_the_digits(tmp_path):
+    # The loop multi-worker training runs (`strategy.run` over model.train_step), here on one process.
+    metrics = training_run.train(load_config([], DIGITS), tmp_path / "run", loop="custom")
+    assert metrics["val_top1_error"] <= LEARNED, metrics
 
 
 @pytest.mark.slow

@@ -56,8 +56,9 @@ def test_a_non_editable_install_runs_the_default_command_and_shipped_configs_fro
     assert version.stdout.strip() == "alexnet-pipeline 0.2.0"
     default = run(venv / "bin" / "alexnet-train", "--print-config")  # the default command's config, found
     assert default.returncode == 0 and default.stdout.startswith("name: quickstart\n"), default.stderr
-    small = ["--set", "train.epochs=1", "--set", "data.image_size=64", "--set", "data.resize=64",
-             "--set", "model.fc_units=32", "--set", "export.saved_model=false"]
+    small = ["--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.validation_steps=1",
+             "--set", "data.image_size=64", "--set", "data.resize=64", "--set", "model.fc_units=32",
+             "--set", "export.saved_model=false"]
     trained = run(venv / "bin" / "python", "-m", "pipeline.train", "--config", "quickstart", *small)
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     assert (elsewhere / "runs" / "quickstart" / "metrics.json").is_file()

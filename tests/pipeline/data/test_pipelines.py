@@ -40,7 +40,8 @@ def test_digits_batches_are_model_ready():
     assert sum(int(b[1].shape[0]) for b in val_batches) == 359  # no image dropped
     # Nothing random: the training images are the evaluation view of each image, rounded to uint8.
     evaluate = EvalTransform(128, resize=128)
-    expected = sorted(np.round(evaluate(x).numpy()).astype(np.uint8).tobytes() for x, _ in digits_source(config).train)
+    views = digits_source(config).train.map(lambda x, y: tf.cast(tf.round(evaluate(x)), tf.uint8))
+    expected = sorted(x.tobytes() for x in views.as_numpy_iterator())
     assert sorted(x.numpy().tobytes() for batch, _ in datasets.train for x in batch) == expected
 
 

@@ -253,21 +253,21 @@ def test_overwrite_of_a_finished_run_deletes_nothing_when_the_new_data_is_missin
     assert _tree(run_dir) == before
 
 
-@pytest.mark.parametrize("where", ["inside", "dot", "root"])
-def test_refused_run_directories_leave_no_lock_file(tmp_path, where):
-    run_dir = tmp_path / "qs"
-    assert train.main(args(run_dir, "train.epochs=1")) == 0
+def test_refused_run_directories_leave_no_lock_file(tmp_path, capsys, monkeypatch):
+    run_dir = _finished_run(tmp_path / "qs")
+    (run_dir / "logs" / "train").mkdir(parents=True)
+    (run_dir / "logs" / "train" / "events.out.tfevents.1").write_bytes(b"")
     before = sorted(os.listdir(tmp_path)), _tree(run_dir)
-    cwd = {"inside": ROOT, "dot": run_dir, "root": ROOT}[where]
-    target = {"inside": str(run_dir / "logs"), "dot": ".", "root": "/"}[where]
     root_before = sorted(os.listdir("/"))
-    argv = [sys.executable, "-m", "pipeline.train", "--run-dir", target, *[a for t in TINY for a in ("--set", t)]]
-    done = subprocess.run(argv, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "holds no config.yaml" in done.stderr or "holds a finished run" in done.stderr
+    for cwd, target in ((ROOT, run_dir / "logs"), (run_dir, "."), (ROOT, "/")):
+        monkeypatch.chdir(cwd)
+        assert train.main(args(target)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("holds no config.yaml" in err or "holds a finished run" in err), err
     assert (sorted(os.listdir(tmp_path)), _tree(run_dir)) == before
     assert sorted(os.listdir("/")) == root_before
-    # The refused attempt left nothing that stops the run's own --overwrite.
+    # The refused attempts left nothing that stops the run's own --overwrite.
+    monkeypatch.chdir(tmp_path)
     assert train.main(args(run_dir, "train.epochs=1") + ["--overwrite"]) == 0
 
 
@@ -283,7 +283,7 @@ def test_a_dangling_symlink_as_run_dir_is_one_line_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_symlink_to_a_live_run_meets_its_lock_with_or_without_overwrite(tmp_path):
+def test_a_symlink_to_a_live_run_meets_its_lock_with_or_without_overwrite(tmp_path, capsys):
     from tests.helpers.processes import command, kill, start, wait_until
     from tests.helpers.runs import backup_epoch
 
@@ -293,12 +293,8 @@ def test_a_symlink_to_a_live_run_meets_its_lock_with_or_without_overwrite(tmp_pa
         wait_until(lambda: backup_epoch(live) >= 1, process)
         (tmp_path / "L").symlink_to(live)
         for extra in (["--overwrite", "--set", "train.epochs=1", "--set", "seed=7"], []):
-            done = subprocess.run(
-                [sys.executable, "-m", "pipeline.train", *args(tmp_path / "L", "train.epochs=40"), *extra],
-                cwd=tmp_path, env=project_env(), capture_output=True, text=True, timeout=120,
-            )
-            assert done.returncode == 2, done.stdout[-2000:] + done.stderr
-            assert done.stderr == (
+            assert train.main(args(tmp_path / "L", "train.epochs=40") + extra) == 2
+            assert capsys.readouterr().err == (
                 f"error: {tmp_path / 'L'} is in use by another process (a training run, an export or an evaluation "
                 "of this run): wait for it to finish, or choose another --run-dir\n"
             )

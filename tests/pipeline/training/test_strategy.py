@@ -175,10 +175,20 @@ def _finish(procs, timeout=300):
 
 
 @pytest.mark.slow
-def test_two_local_workers_train_resume_after_a_kill_and_agree(tmp_path):
-    """Two worker processes on 127.0.0.1: killed after the first backup, restarted, finished."""
+def test_two_local_workers_split_a_folder_resume_after_a_kill_and_agree(tmp_path):
+    """Two worker processes on 127.0.0.1 train on a folder, each decoding its own share of the training images;
+    killed after the first backup, restarted, finished with the same weights."""
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    root = tmp_path / "images"
+    # 26 sorted training files; an empty one at sorted position 3 falls in worker 1's share (every 2nd from 1).
+    files = {f"train/c{c}/{i:02d}.jpg": jpeg_bytes(seed=10 * c + i) for c in (0, 1) for i in range(13)}
+    files["train/c0/03.jpg"] = b""
+    files.update({f"val/c{c}/{i}.jpg": jpeg_bytes(seed=100 + 10 * c + i) for c in (0, 1) for i in range(2)})
+    write_tree(root, files)
     run_dir = tmp_path / "runs" / "mw"
-    overrides = ["train.epochs=3", "train.verbose=2", "export.keras=false"]
+    overrides = [f"data.source=folder:{root}", "train.epochs=3", "train.batch_size=8", "train.verbose=2",
+                 "export.keras=false"]
     procs = _launch_workers(tmp_path, run_dir, overrides)
     deadline = time.monotonic() + 240
     while backup_epoch(run_dir) < 1 and time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
@@ -196,11 +206,16 @@ def test_two_local_workers_train_resume_after_a_kill_and_agree(tmp_path):
     chief, other = (text for _, text in outputs)
     assert f"Resuming the unfinished run in {run_dir} from epoch {resumed_from + 1} of 3" in chief
     assert "2 replicas on 2 workers" in chief
+    assert "Worker 0 reads 13 of the 26 training images each epoch" in chief
+    assert "Worker 1 reads 13 of the 26 training images each epoch" in other
+    # Only the worker whose share holds the empty file reads it (once a session: the data is cached).
+    assert "skipping undecodable image" not in chief
+    assert other.count("skipping undecodable image") == 1 and str(root / "train" / "c0" / "03.jpg") in other
     digests = [line.split("final weights ")[1].strip() for text in (chief, other)
                for line in text.splitlines() if "final weights" in line]
     assert len(digests) == 2 and digests[0] == digests[1]
 
-    for name in ("config.yaml", "labels.txt", "metrics.json", "saved_model/saved_model.pb"):
+    for name in ("config.yaml", "labels.txt", "metrics.json", "history.csv", "saved_model/saved_model.pb"):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "backup").exists()
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
@@ -208,33 +223,3 @@ def test_two_local_workers_train_resume_after_a_kill_and_agree(tmp_path):
     # Worker 1 wrote only into a temporary directory, removed at its end; only
     # the killed first attempt's is left (SIGKILL leaves no time to clean up).
     assert len([p for p in (tmp_path / "tmp").iterdir() if "worker1" in p.name]) <= 1
-
-
-@pytest.mark.slow
-def test_two_local_workers_split_a_folders_training_files(tmp_path):
-    """Each worker decodes its own share of a folder's training images, and they still train in step."""
-    from tests.helpers.images import jpeg_bytes, write_tree
-
-    root = tmp_path / "images"
-    # 26 sorted training files; an empty one at sorted position 3 falls in worker 1's share (every 2nd from 1).
-    files = {f"train/c{c}/{i:02d}.jpg": jpeg_bytes(seed=10 * c + i) for c in (0, 1) for i in range(13)}
-    files["train/c0/03.jpg"] = b""
-    files.update({f"val/c{c}/{i}.jpg": jpeg_bytes(seed=100 + 10 * c + i) for c in (0, 1) for i in range(2)})
-    write_tree(root, files)
-    run_dir = tmp_path / "runs" / "folder"
-    overrides = [f"data.source=folder:{root}",
-                 "train.epochs=2", "train.batch_size=8", "train.verbose=2", "export.keras=false",
-                 "export.saved_model=false"]
-    outputs = _finish(_launch_workers(tmp_path, run_dir, overrides))
-    for code, text in outputs:
-        assert code == 0, text[-3000:]
-    chief, other = (text for _, text in outputs)
-    assert "Worker 0 reads 13 of the 26 training images each epoch" in chief
-    assert "Worker 1 reads 13 of the 26 training images each epoch" in other
-    # Only the worker whose share holds the empty file reads it (once: the quickstart config caches).
-    assert "skipping undecodable image" not in chief
-    assert other.count("skipping undecodable image") == 1 and str(root / "train" / "c0" / "03.jpg") in other
-    digests = [line.split("final weights ")[1].strip() for text in (chief, other)
-               for line in text.splitlines() if "final weights" in line]
-    assert len(digests) == 2 and digests[0] == digests[1]
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
