@@ -40,14 +40,16 @@ class Progress:
         unit: what is counted, e.g. "images" or "files".
         interval: seconds between redraws on a terminal.
         log_interval: seconds between lines when stderr is not a terminal.
-        delay: seconds before the first line.
+        delay: seconds before the first line (None: one interval).
         stream: where to write (default: sys.stderr).
         clock: a time function (tests pass a fake one).
+        detail: a function of no arguments whose text ends each line (e.g. a running error), or None.
     """
 
     def __init__(self, what, total=None, unit="images", interval=0.5, log_interval=30.0, delay=3.0, stream=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, detail=None):
         self.what = what
+        self.detail = detail
         self.total = total
         self.unit = unit
         self.stream = stream or sys.stderr
@@ -56,6 +58,7 @@ class Progress:
         self.interval = interval if self.interactive else log_interval
         self.count = 0
         self.start = clock()
+        delay = self.interval if delay is None else delay
         self._last = self.start + delay - self.interval  # the first line comes `delay` seconds in
         self._shown = False
 
@@ -64,11 +67,14 @@ class Progress:
         elapsed = max(self.clock() - self.start, 1e-9)
         rate = self.count / elapsed
         done = f"{self.count:,}" + (f" / {self.total:,}" if self.total else "")
-        text = f"{self.what}: {done} {self.unit}, {rate:,.0f} {self.unit}/s"
+        shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+        text = f"{self.what}: {done} {self.unit}, {shown} {self.unit}/s"
         if self.total and rate > 0 and self.count < self.total:
             text += f", {duration((self.total - self.count) / rate)} left"
         else:
             text += f", {duration(elapsed)}"
+        if self.detail is not None:
+            text += f", {self.detail()}"
         return text
 
     def update(self, count=1):
@@ -87,7 +93,7 @@ class Progress:
         self.stream.flush()
         self._shown = True
 
-    def done(self):
-        """Writes the final line if anything was shown (a short pass stays silent)."""
-        if self._shown:
+    def done(self, always=False):
+        """Writes the final line if anything was shown (a short pass stays silent), or in any case with always."""
+        if self._shown or always:
             self._show(final=True)

@@ -5,9 +5,10 @@ crops a row of probabilities is the mean of the softmax outputs of the ten
 views (paper, section 4.1).
 """
 
+import sys
 import time
 
-from pipeline.console.progress import is_terminal
+from pipeline.console.progress import Progress
 from pipeline.errors import ConfigError
 from pipeline.evaluation import references
 
@@ -94,8 +95,8 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
         crops: 1 or 10.
         num_classes: the model's classes; with 5 or fewer top-5 error is None.
         num_batches: length of the progress bar (None: unknown).
-        verbose: 1 shows a progress bar (one closing line when stdout is not a
-            terminal, so a log file does not fill with redrawn bars), 0 is silent.
+        verbose: 1 shows the progress (a line redrawn on a terminal; in a log file a
+            line every 30 s and one at the end, no carriage returns), 0 is silent.
         samples: a `pipeline.evaluation.analysis.EvaluationSamples` given every batch's
             (centre-view) images, labels and probabilities; None: none.
 
@@ -105,13 +106,10 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
     Raises:
         ConfigError: when the dataset holds no images.
     """
-    import keras
-
-    # stateful: the bar shows the running error as given, not an average of running errors.
-    if verbose == 1 and not is_terminal():
-        verbose = 2
-    progress = keras.utils.Progbar(num_batches, verbose=verbose, stateful_metrics=["top1_error"], unit_name="batch")
     images = top1 = top5 = step = 0
+    # A line redrawn on a terminal; in a log file a line every 30 s and one at the end.
+    progress = Progress("evaluating", total=num_batches, unit="batches", stream=sys.stdout, delay=None,
+                        detail=lambda: f"top-1 error so far {1.0 - top1 / max(images, 1):.2%}") if verbose else None
     start = time.perf_counter()
     for step, batch in enumerate(batch_probabilities(model, dataset, crops, with_images=samples is not None), 1):
         probabilities, labels = batch[:2]
@@ -120,12 +118,13 @@ def evaluate_model(model, dataset, crops, num_classes, num_batches=None, verbose
         images += len(labels)
         top1 += top_k_hits(probabilities, labels, 1)
         top5 += top_k_hits(probabilities, labels, 5)
-        progress.update(step, [("top1_error", 1.0 - top1 / images)], finalize=step == num_batches)
+        if progress is not None:
+            progress.update()
     seconds = time.perf_counter() - start
     if images == 0:
         raise ConfigError("the split holds no images")
-    if step != num_batches:
-        progress.update(step, finalize=True)
+    if progress is not None:
+        progress.done(always=True)
     return {
         "images": images,
         "top1_error": 1.0 - top1 / images,

@@ -43,3 +43,18 @@ def test_a_short_pass_prints_nothing_and_an_unknown_total_gives_elapsed_time():
     slow.update(1_281_167)
     slow.done()
     assert out.getvalue().splitlines() == ["listing /data: 1,281,167 files, 344 files/s, 1 h 02 min"] * 2
+
+
+def test_a_detail_ends_each_line_and_a_closing_line_can_be_forced():
+    clock, out = Clock(), io.StringIO()
+    errors = iter(["50.00%", "25.00%"])
+    progress = Progress("evaluating", total=4, unit="batches", stream=out, clock=clock, log_interval=30, delay=None,
+                        detail=lambda: f"top-1 error so far {next(errors)}")
+    for _ in range(4):
+        clock.now += 10.0
+        progress.update()
+    progress.done(always=True)
+    assert out.getvalue().splitlines() == [
+        "evaluating: 3 / 4 batches, 0.1 batches/s, 10 s left, top-1 error so far 50.00%",  # one interval in
+        "evaluating: 4 / 4 batches, 0.1 batches/s, 40 s, top-1 error so far 25.00%",
+    ]
