@@ -18,12 +18,12 @@ from pipeline.storage.files import (
     FILE,
     TEMPORARY,
     DirectoryError,
-    DirectoryLock,
     atomic_write_text,
     check_ours,
     remove_entries,
     tensorboard_tree,
 )
+from pipeline.storage.locks import DirectoryLock
 from pipeline.storage.rundir import changed_keys
 
 BEST_FILE = "best.yaml"

@@ -1,6 +1,17 @@
-"""Text for the terminal and log files, whatever the bytes it comes from."""
+"""Text for the terminal and log files, whatever the bytes or the value it comes from."""
 
 import os
+import reprlib
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 2, 60, 60
+_EXCERPT.maxdict = _EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxset = 4
+
+
+def excerpt(value):
+    """A short, one-line rendering of any value (at most about 80 characters), however large the value."""
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def printable(name):

@@ -31,13 +31,12 @@ from pipeline.data.splits import DataError, Source
 from pipeline.errors import ConfigError
 from pipeline.storage.files import (
     atomic_write_text,
-    lock_file_for,
     check_ours,
-    locked,
     recover_directory,
     replace_directory,
     staging_path,
 )
+from pipeline.storage.locks import lock_file_for, locked
 
 # This module imports TensorFlow only where it runs it: the prepare command checks its arguments first.
 FORMATS = ("jpeg", "raw")

@@ -33,12 +33,12 @@ from pipeline.storage.files import (
     FILE,
     TEMPORARY,
     DirectoryError,
-    DirectoryLock,
     atomic_write_text,
     check_ours,
     remove_entries,
     tensorboard_tree,
 )
+from pipeline.storage.locks import DirectoryLock
 
 DEFAULT_RUNS = pathlib.Path("runs")  # where runs/<name> and searches runs/<name>_search go by default
 METRICS_FILE = "metrics.json"

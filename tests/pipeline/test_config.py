@@ -4,10 +4,10 @@ import yaml
 from pipeline.config import (
     DEFAULT_CONFIG,
     Config,
-    ConfigError,
     load_config,
     parse_override,
 )
+from pipeline.errors import ConfigError
 
 
 def write(tmp_path, name, data):

@@ -103,7 +103,7 @@ def test_output_of_user_files_or_a_file_is_refused(tmp_path, capsys):
 
 
 def test_a_second_prepare_into_the_same_folder_is_refused_under_any_name(tmp_path, capsys):
-    from pipeline.storage.files import lock_file_for, locked
+    from pipeline.storage.locks import lock_file_for, locked
 
     folder = _folder(tmp_path)
     out = tmp_path / "prepared"
