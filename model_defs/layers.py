@@ -130,7 +130,7 @@ def device_kind(x):
     if backend == "tensorflow":
         return _tf_device_kind(_placed_device(x))
     if backend == "jax":
-        import jax
+        import jax  # only on the JAX backend (JAX is not a dependency of the others)
 
         platform = jax.default_backend()
         return "gpu" if platform in ("gpu", "cuda", "rocm") else platform

@@ -17,7 +17,14 @@ import importlib.util
 import os
 import sys
 
-from pipeline.bench.backend import BACKENDS, GROUPED_CONV, LRN_IMPLEMENTATIONS, PRECISIONS  # imports no Keras
+from pipeline.bench import input as input_benchmark
+from pipeline.bench.backend import (  # imports no Keras
+    BACKENDS,
+    GROUPED_CONV,
+    LRN_IMPLEMENTATIONS,
+    PRECISIONS,
+    benchmark,
+)
 from pipeline.config import load_config
 from pipeline.console import cli
 from pipeline.errors import ConfigError
@@ -174,7 +181,6 @@ def _run_backend(argv):
     if importlib.util.find_spec(args.backend) is None:
         raise ConfigError(f"--backend {args.backend}: {args.backend} is not installed")
     os.environ["KERAS_BACKEND"] = args.backend  # read when Keras is imported
-    from pipeline.bench.backend import benchmark
 
     benchmark(args, config)
 
@@ -185,7 +191,6 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     use_input, backend, rest = parse_mode(argv)
     if use_input:
-        from pipeline.bench import input as input_benchmark
 
         return input_benchmark.main(rest)
     if backend:

@@ -32,6 +32,7 @@ from pipeline.console import cli
 from pipeline.errors import ConfigError
 from pipeline.evaluation.evaluator import SPLITS, evaluate_run
 from pipeline.evaluation.pictures import NEIGHBOUR_POOL
+from pipeline.evaluation.scoring import format_table
 from pipeline.storage.rundir import EVAL_LOGS_DIR, LOGS_DIR, eval_result_path, lock_run
 
 
@@ -68,7 +69,6 @@ def main(argv=None):
     Returns:
         The exit status (`pipeline.console.cli`): 0, or 2 for a usage error or a damaged run.
     """
-    from pipeline.evaluation.scoring import format_table
 
     args = parse_args(argv)
     if not args.run_dir.is_dir():

@@ -84,14 +84,14 @@ def throughput(images, cpu_seconds, wall_seconds):
 @cli.command
 def main(argv=None):
     """Prepares the configured source's records; returns the exit status (`pipeline.console.cli`)."""
-    from pipeline.data.sources import load_source
-
     args = parse_args(argv)
     config = load_config(args.config, args.set)
     if args.print_config:
         print(config.to_yaml(), end="")
         return
     records.check_output(args.output, args.overwrite)  # before the source is opened (listing can take minutes)
+    from pipeline.data.sources import load_source  # TensorFlow loads here, once the arguments are checked
+
     source = load_source(config.data, config.seed)
     cpu, wall = time.process_time(), time.perf_counter()
     summary = records.prepare(source, config, args.output, args.size, args.quality, args.shards,

@@ -23,6 +23,8 @@ from pipeline.config import load_config
 from pipeline.console import cli
 from pipeline.errors import ConfigError
 from pipeline.storage.rundir import DEFAULT_RUNS
+from pipeline.training import run as training_run
+from pipeline.training.strategy import tf_config as make_tf_config
 
 
 def parse_args(argv=None):
@@ -41,9 +43,6 @@ def parse_args(argv=None):
 @cli.command
 def main(argv=None):
     """Trains the configured run; returns the exit status (`pipeline.console.cli`)."""
-    from pipeline.training.run import train
-    from pipeline.training.strategy import tf_config as make_tf_config
-
     args = parse_args(argv)
     tf_config = None
     if args.worker_hosts is not None or args.task_index is not None:
@@ -59,7 +58,7 @@ def main(argv=None):
             f"--worker-hosts needs train.strategy auto or multi_worker, not {config.train.strategy}"
         )
     run_dir = args.run_dir or DEFAULT_RUNS / config.name
-    train(config, run_dir, overwrite=args.overwrite, tf_config=tf_config)
+    training_run.train(config, run_dir, overwrite=args.overwrite, tf_config=tf_config)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ COMMANDS = {"train", "evaluate", "predict", "export", "prepare", "benchmark"}
 MAX_FUNCTION_LINES = 80
 # The one module allowed to touch private attributes of Keras and TensorFlow.
 PRIVATE_ACCESS_MODULE = "model_defs.keras_private"
+PRIVATE_PACKAGES = ("keras.src", "tensorflow.python", "tensorflow.core", "keras_tuner.src", "tf_keras")
 
 
 def _modules():
@@ -146,6 +147,13 @@ def _foreign_privates(tree):
             part.startswith("_") for part in node.module.split(".")
         ):
             found.append((node.module, node.lineno))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
+            found += [(f"{node.module}.{alias.name}", node.lineno) for alias in node.names
+                      if alias.name.startswith("_") and not alias.name.startswith("__")]
+        # Keras' and TensorFlow's implementation packages are private whatever their names say.
+        modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        found += [(name, node.lineno) for name in modules if name.startswith(PRIVATE_PACKAGES)]
     return found
 
 
@@ -158,3 +166,37 @@ def test_private_attributes_of_keras_and_tensorflow_are_touched_in_one_module_on
         offences += [f"{where}:{line} {cls}.self.{attr}" for cls, attr, line in _inherited_privates(tree)]
         offences += [f"{where}:{line} {attr}" for attr, line in _foreign_privates(tree)]
     assert offences == []
+
+
+def test_private_access_rules_catch_each_form():
+    code = "\n".join([
+        "import keras.src.utils", "from tensorflow.python.eager import context", "from keras.src import ops",
+        "from somewhere import _hidden", "x._private", "getattr(x, '_private')", "from _private_mod import y",
+    ])
+    names = sorted(name for name, _ in _foreign_privates(ast.parse(code)))
+    assert names == ["_private", "_private", "_private_mod", "keras.src", "keras.src.utils", "somewhere._hidden",
+                     "tensorflow.python.eager"]
+
+
+# Every command's --help, in one fresh process: none may load TensorFlow, Keras, KerasTuner or matplotlib, so a
+# mistyped option answers in a fraction of a second.
+HELP = """
+import contextlib, io, json, sys
+from pipeline import benchmark, evaluate, export, predict, prepare, train
+from tuning import search
+for module in (benchmark, evaluate, export, predict, prepare, train, search):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        module.main(["--help"])
+print(json.dumps(sorted(m for m in ("tensorflow", "keras", "keras_tuner", "matplotlib") if m in sys.modules)))
+"""
+
+
+def test_the_commands_help_loads_no_tensorflow():
+    import subprocess
+    import sys
+
+    from tests.helpers.processes import project_env
+
+    done = subprocess.run([sys.executable, "-c", HELP], env=project_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

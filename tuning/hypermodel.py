@@ -9,6 +9,10 @@ epoch plan, callbacks and loop.
 
 import keras_tuner
 
+from pipeline.training import core
+from pipeline.training.core import plan_epochs
+from pipeline.training.model import build_model, compile_model
+from pipeline.training.strategy import scaled_learning_rate
 from tuning.space import apply_values, declare
 
 
@@ -25,7 +29,6 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, config, data, cluster):
         super().__init__(name="alexnet")
-        from pipeline.training.core import plan_epochs
 
         self.config = config
         self.data = data
@@ -42,7 +45,6 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         """Returns the model for the values `hp` holds, compiled as the trainer compiles it."""
-        from pipeline.training.model import build_model, compile_model
 
         trial_config = self.trial_config(hp)
         return compile_model(build_model(trial_config, self.num_classes), trial_config, self.num_classes)
@@ -59,8 +61,6 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         Returns:
             The `History` of the trial's training.
         """
-        from pipeline.training import core
-        from pipeline.training.strategy import scaled_learning_rate
 
         trial_config = self.trial_config(hp)
         verbose = self.config.train.verbose

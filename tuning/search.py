@@ -18,10 +18,13 @@ import shlex
 import sys
 import time
 
-from pipeline.config import load_config
+from pipeline.config import DEFAULT_CONFIG, load_config
 from pipeline.console import cli
 from pipeline.errors import ConfigError, RunFailed
+from pipeline.evaluation.references import has_top5
 from pipeline.storage.rundir import DEFAULT_RUNS
+from pipeline.training import run as training_run
+from pipeline.training.strategy import make_cluster, scaled_learning_rate
 from tuning import distributed
 from tuning.results import SearchResult, format_table, trial_rows, write_best
 from tuning.searchdir import BEST_FILE, LOG_DIR, SearchDir
@@ -59,7 +62,6 @@ def logged_metrics(num_classes):
     Returns:
         The metric names, training ones first, then their `val_` versions.
     """
-    from pipeline.evaluation.references import has_top5
 
     names = ["loss", "top1_error"] + (["top5_error"] if has_top5(num_classes) else [])
     return names + [f"val_{name}" for name in names]
@@ -111,7 +113,6 @@ def trial_strategy(train_config):
             on one host; distributed tuning spreads trials over hosts), or
             `pipeline.training.strategy.make_cluster` refuses the config.
     """
-    from pipeline.training.strategy import make_cluster, scaled_learning_rate
 
     refusal = (
         "train.strategy: multi-worker training cannot run inside a KerasTuner trial; use mirrored or auto "
@@ -273,7 +274,6 @@ def _report(tuner, config, search_dir, tuned, command_args, wall):
 
 def _command_args(args):
     """The --config and --set arguments that rebuild the experiment config."""
-    from pipeline.config import DEFAULT_CONFIG
 
     configs = args.config or [os.path.relpath(DEFAULT_CONFIG)]
     return [f"--config {shlex.quote(str(p))}" for p in configs] + [f"--set {shlex.quote(s)}" for s in args.set]
@@ -293,9 +293,7 @@ def main(argv=None):
     if result is not None and result.best is None:
         raise RunFailed("no trial of the search completed (see the table above): widen or move the ranges")
     if args.train_best and result is not None:
-        from pipeline.training.run import train
-
-        train(result.best_config, DEFAULT_RUNS / f"{config.name}_best", overwrite=args.overwrite)
+        training_run.train(result.best_config, DEFAULT_RUNS / f"{config.name}_best", overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,13 @@ import statistics
 import tempfile
 import time
 
+import numpy as np
+
+from pipeline.bench.timing import CoreMeter
+from pipeline.config import load_config
 from pipeline.console import cli
+from pipeline.data import records
+from pipeline.data.records import parse_jpeg_record
 from pipeline.errors import ConfigError
 
 # Training images/s of the paper's network on one fast GPU (an H200, bfloat16: about 21,700): the rate an
@@ -59,7 +65,6 @@ def parse_args(argv=None):
 
 def write_synthetic_jpegs(folder, count, height=375, width=500, seed=0):
     """Photo-like JPEGs (smooth colour fields with grain) of ImageNet's typical size."""
-    import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -95,7 +100,6 @@ def decode_pipeline(records, batch_size):
     """
     import tensorflow as tf
 
-    from pipeline.data.records import parse_jpeg_record
 
     def decode(record):
         return tf.shape(tf.io.decode_jpeg(parse_jpeg_record(record)[0], channels=3))
@@ -116,7 +120,6 @@ def with_threads(dataset, threads):
 
 def count_images(dataset):
     """Images in a dataset of batches, counted inside TensorFlow (no Python per batch, as in model.fit)."""
-    import numpy as np
     import tensorflow as tf
 
     def add(total, batch):
@@ -140,7 +143,6 @@ def measure(pipelines, repeats, passes, threads=(1, 2)):
     Returns:
         {(name, threads): (list of images/s, cores used)}: cores are CPU time over wall time.
     """
-    from pipeline.bench.timing import CoreMeter
 
     keys = [(name, count) for name in pipelines for count in threads]
     epochs = {(name, count): with_threads(pipelines[name](), count) for name, count in keys}
@@ -191,8 +193,6 @@ def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
 
-    from pipeline.config import load_config
-    from pipeline.data import records
     from pipeline.data.pipelines import build_datasets
     from pipeline.data.sources import load_source
 

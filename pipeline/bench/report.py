@@ -5,6 +5,7 @@ means); `benchmark` returns the measurements as a dict too.
 """
 
 import contextlib
+import importlib.util
 import io
 import os
 import pathlib
@@ -12,10 +13,18 @@ import resource
 import statistics
 import tempfile
 
+import keras
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from model_defs import keras_private
 from model_defs.flops import training_flops
 from pipeline.bench.peer import describe, torch_peer
 from pipeline.bench.step import random_batch, time_steps, trainer_steps
 from pipeline.bench.timing import MATMUL_SIZES, CoreMeter, best_matmul, fmt, matmul_rate
+from pipeline.training import run as training_run
+from pipeline.training.hardware import resolve, visible_devices
+from pipeline.training.model import build_model, compile_model, precision_note
 
 
 def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, meter=None, beside=None):
@@ -37,9 +46,7 @@ def step_rate(config, batch_size, steps, warmup, repeats, num_classes=1000, mete
     Returns:
         (list of images/s, the model).
     """
-    import keras
 
-    from pipeline.training.model import build_model, compile_model
 
     keras.utils.set_random_seed(config.seed)
     model = compile_model(build_model(config, num_classes), config, num_classes)
@@ -66,8 +73,6 @@ def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None, s
     Returns:
         A list of images/s, one per timed epoch (the trainer's own measure).
     """
-    from pipeline.training.run import train
-
     if source == "synthetic":
         updates = {"data.source": "synthetic", "data.num_examples": steps * batch_size, "data.num_classes": num_classes}
     else:
@@ -79,11 +84,7 @@ def fit_rate(config, batch_size, steps, repeats, num_classes=1000, meter=None, s
     meter = meter or CoreMeter()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         with meter.measure():
-            train(run_config, pathlib.Path(tmp) / "run")
-        import tensorflow as tf
-        from tensorboard.backend.event_processing.event_accumulator import (
-            EventAccumulator,
-        )
+            training_run.train(run_config, pathlib.Path(tmp) / "run")
 
         events = EventAccumulator(str(pathlib.Path(tmp) / "run" / "logs" / "train"), size_guidance={"tensors": 0})
         events.Reload()
@@ -96,7 +97,6 @@ def _peak_rss_gib():
 
 
 def _variant_flops(config, num_classes):
-    from pipeline.training.model import build_model
 
     flops = {}
     for groups in (2, 1):
@@ -124,7 +124,6 @@ def benchmark(
     Returns:
         A dict of the measurements (lists, one entry per timing, and single values).
     """
-    from pipeline.training.hardware import resolve, visible_devices
 
     # auto (precision, XLA) as a training run on these devices would choose it.
     config, choices = resolve(config, visible_devices())
@@ -141,7 +140,6 @@ def benchmark(
     steps_per_s = _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out, results)
     t = config.train
     if torch is None:
-        import importlib.util
 
         torch = importlib.util.find_spec("torch") is not None and t.precision == "float32" and not t.jit_compile
     if torch:
@@ -155,10 +153,7 @@ def benchmark(
 
 def _describe_setup(config, batch_size, num_classes, out):
     """The model, batch, precision and device lines (and the CPU kernels, or a precision warning)."""
-    import tensorflow as tf
 
-    from model_defs import keras_private
-    from pipeline.training.model import precision_note
 
     t = config.train
     out(
@@ -196,7 +191,6 @@ def _ceiling(config, repeats, out, results):
 
 def _step(config, batch_size, steps, warmup, repeats, num_classes, ceiling, out, results):
     """The step's images/s and its fraction of the matmul rate, also paired with a matmul timed just before."""
-    import keras
 
     peak, peak_size, compute_dtype = ceiling
     # A matmul timed just before each step timing: on a shared machine the
@@ -248,7 +242,6 @@ def _torch(config, batch_size, steps, warmup, repeats, num_classes, steps_per_s,
 
 def _fit(config, batch_size, steps, warmup, repeats, num_classes, fit_source, steps_per_s, out, results):
     """A real training run's images/s, against the step timed before and after it."""
-    import keras
 
     fit_cores = CoreMeter()
     fit_per_s = fit_rate(config, batch_size, steps, repeats, num_classes, fit_cores, source=fit_source)

@@ -6,12 +6,14 @@ the backend) only inside its functions, after the caller has chosen the backend.
 
 import time
 
+import numpy as np
+
 from pipeline.bench.timing import CoreMeter
+from pipeline.training.model import build_model
 
 
 def random_batch(batch_size, image_size, num_classes, seed=0):
     """(images float32 [B, S, S, 3] uniform in [0, 255], labels int32 [B]) from a seeded NumPy generator."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
@@ -119,7 +121,6 @@ def bare_model(config, num_classes, lrn_implementation="auto", jit=None):
 
     from model_defs.layers import LocalResponseNormalization
     from model_defs.optimizers import PaperSGD
-    from pipeline.training.model import build_model
 
     keras.backend.clear_session()
     model = build_model(config, num_classes)

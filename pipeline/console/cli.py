@@ -22,7 +22,9 @@ This module does not import TensorFlow.
 import argparse
 import functools
 import sys
+from importlib import metadata
 
+from pipeline import __version__
 from pipeline.errors import ConfigError, RunFailed, UserError, is_disk_full
 
 USAGE = 2
@@ -100,12 +102,10 @@ def command(body):
 
 def version():
     """The installed project's version (pipeline.__version__ when run from a checkout that is not installed)."""
-    from importlib import metadata
 
     try:
         return metadata.version("alexnet-pipeline")
     except metadata.PackageNotFoundError:
-        from pipeline import __version__
 
         return __version__
 

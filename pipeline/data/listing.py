@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from pipeline.console.progress import Progress
 from pipeline.console.text import printable
 from pipeline.data.splits import DataError
 
@@ -81,7 +82,6 @@ def _walk_images(root, classes):
     folder) is left out and named in one warning: reading it could block or
     never end.
     """
-    from pipeline.console.progress import Progress
 
     paths, labels, others = [], [], []
     progress = Progress(f"listing {printable(root)}", unit="files")  # 1.28 M ImageNet files take a while

@@ -44,7 +44,7 @@ def _split(num_examples, fraction):
 
 def digits_source(data_config):
     """scikit-learn's digits as 8x8 RGB uint8 images (grey replicated), labels 0-9."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn loads in a second: only for this source
 
     digits = load_digits()
     # Pixel values are 0..16 ink counts; stretch them to 0..255 grey.
@@ -182,7 +182,7 @@ def folder_source(data_config, seed=0, shard=None):
 
 def tfds_source(data_config, seed=0):
     """A TFDS image-classification dataset, its images kept encoded until the crop."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # seconds to import: only for this source
 
     name = data_config.source_location
     try:

@@ -16,6 +16,7 @@ import io
 import math
 
 import numpy as np
+from PIL import Image
 
 from pipeline.evaluation.analysis import per_class_error, top_k
 from pipeline.evaluation.images import tile, tower_kernels
@@ -102,7 +103,6 @@ def encode_png(image):
     picture is drawn once by `rgb_array` and the array serves both the file
     and TensorBoard.
     """
-    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")

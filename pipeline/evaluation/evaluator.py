@@ -9,8 +9,14 @@ import json
 import math
 import pathlib
 
+from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.evaluation.pictures import NEIGHBOUR_POOL
+from pipeline.evaluation import references
+from pipeline.evaluation.analysis import NEIGHBOUR_QUERIES, TOP5_IMAGES, EvaluationSamples
+from pipeline.evaluation.pictures import NEIGHBOUR_POOL, evaluation_pictures
+from pipeline.evaluation.scoring import evaluate_model, write_tensorboard
+from pipeline.serving.run_model import load_run_model
+from pipeline.storage.files import atomic_write_text
 from pipeline.storage.rundir import (
     CONFIG_FILE,
     EVAL_LOGS_DIR,
@@ -107,12 +113,7 @@ def evaluate_run(
         ConfigError: no such run, unfinished run, bad override, or a dataset
             whose classes do not match the model.
     """
-    from pipeline.config import load_config
     from pipeline.data.pipelines import eval_pipeline
-    from pipeline.evaluation.pictures import evaluation_pictures
-    from pipeline.evaluation.scoring import evaluate_model, write_tensorboard
-    from pipeline.serving.run_model import load_run_model
-    from pipeline.storage.files import atomic_write_text
 
     run_dir = pathlib.Path(run_dir)
     check_request(split, crops, overrides)
@@ -141,18 +142,12 @@ def evaluate_run(
 
 
 def _samples(num_classes, seed):
-    from pipeline.evaluation.analysis import (
-        NEIGHBOUR_QUERIES,
-        TOP5_IMAGES,
-        EvaluationSamples,
-    )
 
     return EvaluationSamples(num_classes, shown=max(TOP5_IMAGES, NEIGHBOUR_QUERIES), seed=seed)
 
 
 def _record(run_dir, split, crops, config, batch_size, skipped, result):
     """The evaluation's results as eval_<split>_<crops>.json holds them."""
-    from pipeline.evaluation import references
 
     return {
         "run": str(run_dir),

@@ -7,6 +7,10 @@ import pathlib
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.evaluation import drawing
+from pipeline.evaluation.analysis import NEIGHBOUR_QUERIES, NEIGHBOURS, NeighbourSearch
+from pipeline.evaluation.drawing import encode_png, rgb_array
+from pipeline.serving.run_model import read_labels
 from pipeline.storage.rundir import EVAL_LOGS_DIR, FIGURES_DIR, LOGS_DIR
 
 # The pictures an evaluation writes, in order: <run>/figures/<name>.png, and the TensorBoard tag.
@@ -58,7 +62,6 @@ def search_neighbours(extract, queries, dataset, k):
     Returns:
         The `pipeline.evaluation.analysis.NeighbourSearch` after the whole pool.
     """
-    from pipeline.evaluation.analysis import NeighbourSearch
 
     search = NeighbourSearch(extract(queries), k)
     for images, labels in dataset:
@@ -81,7 +84,6 @@ def draw_pictures(model, samples, neighbours, class_names, groups, split="valida
     Returns:
         dict picture name (`PICTURES`, in order) -> `Figure`.
     """
-    from pipeline.evaluation import drawing
 
     images, labels, probabilities = samples.shown()
     queries = len(neighbours.queries)
@@ -115,7 +117,6 @@ def write_pictures(drawn, figures_dir, log_dir, step, description):
     """
     import tensorflow as tf
 
-    from pipeline.evaluation.drawing import encode_png, rgb_array
 
     figures_dir = pathlib.Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,6 @@ def write_pictures(drawn, figures_dir, log_dir, step, description):
 
 def class_names_of(run_dir, source, num_classes):
     """The model's class names: the run's labels.txt, else the data source's names."""
-    from pipeline.serving.run_model import read_labels
 
     try:
         names = read_labels(run_dir)
@@ -167,7 +167,6 @@ def evaluation_pictures(run_dir, config, model, source, samples, results, batch_
     """
     from pipeline.data.decode import skip_undecodable
     from pipeline.data.pipelines import eval_pipeline
-    from pipeline.evaluation.analysis import NEIGHBOUR_QUERIES, NEIGHBOURS
 
     pool = source.train.take(neighbour_pool)
     if source.encoded:

@@ -8,6 +8,8 @@ views (paper, section 4.1).
 import sys
 import time
 
+import numpy as np
+
 from pipeline.console.progress import Progress
 from pipeline.errors import ConfigError
 from pipeline.evaluation import references
@@ -77,7 +79,6 @@ def top_k_hits(probabilities, labels, k):
     Returns:
         The number of hits (int).
     """
-    import numpy as np
 
     own = probabilities[np.arange(len(labels)), labels]
     rank = (probabilities > own[:, None]).sum(axis=1)

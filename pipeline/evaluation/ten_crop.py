@@ -2,6 +2,9 @@
 
 import keras
 
+from pipeline.data.decode import skip_undecodable
+from pipeline.data.pipelines import eval_pipeline
+from pipeline.data.sources import load_source
 from pipeline.evaluation.scoring import evaluate_model
 
 
@@ -57,9 +60,6 @@ class TenCropValidation(keras.callbacks.Callback):
     def dataset(self):
         """The batched ten-crop validation pipeline (built once)."""
         if self._dataset is None:
-            from pipeline.data.decode import skip_undecodable
-            from pipeline.data.pipelines import eval_pipeline
-            from pipeline.data.sources import load_source
 
             source = load_source(self.data_config, self.seed)
             examples = source.validation

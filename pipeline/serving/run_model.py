@@ -2,6 +2,7 @@
 
 import pathlib
 
+from pipeline.config import build_config, load_yaml
 from pipeline.errors import ConfigError
 from pipeline.storage.rundir import CONFIG_FILE, KERAS_FILE, LABELS_FILE
 
@@ -51,7 +52,6 @@ def load_run_model(run_dir, model_path=None):
         ConfigError: the run directory, its config.yaml or the model file is
             missing, or the config is invalid.
     """
-    from pipeline.config import build_config, load_yaml
 
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():

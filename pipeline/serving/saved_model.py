@@ -67,7 +67,7 @@ def export_saved_model(model, path, class_names, image_size, resize, max_pixels=
     import keras
     import tensorflow as tf
 
-    from pipeline.data import decode
+    from pipeline.data import decode  # imports TensorFlow, as this function does
     from pipeline.data.augment import EvalTransform
 
     path = pathlib.Path(path)

@@ -2,6 +2,8 @@
 
 import pathlib
 
+import numpy as np
+
 from pipeline.storage.files import atomic_output
 
 
@@ -12,7 +14,6 @@ def model_bytes(model, optimizer=True):
         model: a Keras model.
         optimizer: count the optimizer's variables too (model.keras and weights files hold them).
     """
-    import numpy as np
 
     variables = list(model.weights)
     if optimizer and getattr(model, "optimizer", None) is not None:

@@ -20,6 +20,7 @@ from model_defs import keras_private
 from pipeline.data.splits import DataError
 from pipeline.errors import RunFailed
 from pipeline.evaluation import references
+from pipeline.evaluation.drawing import render_kernels, rgb_array
 from pipeline.evaluation.images import image_grid
 
 # TensorBoard image tag of the first training batch (in the `train` run).
@@ -190,7 +191,6 @@ class Conv1Kernels(keras.callbacks.Callback):
 
     def draw(self, step):
         """Writes the picture of the model's current conv1 kernels at `step`."""
-        from pipeline.evaluation.drawing import render_kernels, rgb_array
 
         kernel = keras.ops.convert_to_numpy(self.model.get_layer("conv1").kernel)
         title = f"conv1 kernels after {step} epoch{'' if step == 1 else 's'}"

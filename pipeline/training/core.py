@@ -14,6 +14,8 @@ import dataclasses
 import math
 import warnings
 
+from pipeline.training.multiworker import fit_distributed
+
 
 @dataclasses.dataclass(frozen=True)
 class EpochPlan:
@@ -172,7 +174,6 @@ def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, loop="auto", o
     Returns:
         The `keras.callbacks.History`.
     """
-    from pipeline.training.multiworker import fit_distributed
 
     if loop == "custom" or (loop == "auto" and cluster.multi_worker):
         return fit_distributed(

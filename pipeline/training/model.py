@@ -3,6 +3,9 @@
 import contextlib
 import pathlib
 
+from pipeline.training.hardware import concrete_jit, concrete_precision
+from pipeline.training.strategy import scaled_learning_rate
+
 
 @contextlib.contextmanager
 def dtype_policy(name):
@@ -41,7 +44,6 @@ def build_model(config, num_classes):
         An uncompiled `keras.Model` with logits out.
     """
     from model_defs.alexnet import build_alexnet
-    from pipeline.training.hardware import concrete_precision
 
     with dtype_policy(concrete_precision(config.train)):
         # ModelConfig's fields are build_alexnet's keyword arguments, under the same names.
@@ -74,8 +76,6 @@ def compile_model(model, config, num_classes, learning_rate=None):
 
     from model_defs.optimizers import PaperSGD
     from pipeline.evaluation.metrics import error_metrics
-    from pipeline.training.hardware import concrete_jit
-    from pipeline.training.strategy import scaled_learning_rate
 
     opt = config.train.optimizer
     model.compile(

@@ -9,7 +9,10 @@ temporary directory, and on a (re)start take the chief's weights and state
 (`sync_from_chief`), so no shared file system is needed.
 """
 
+import hashlib
 import json
+
+import numpy as np
 
 from model_defs import keras_private
 
@@ -61,7 +64,6 @@ def broadcast_json(strategy, obj, is_chief):
     Returns:
         The chief's value.
     """
-    import numpy as np
     import tensorflow as tf
 
     if strategy.num_replicas_in_sync == 1:
@@ -98,9 +100,7 @@ def sync_from_chief(cluster, model, backup):
 
 def weights_digest(model):
     """A short SHA-256 of the model's weights: equal on every worker after training."""
-    import hashlib
 
-    import numpy as np
 
     digest = hashlib.sha256()
     for weight in model.get_weights():

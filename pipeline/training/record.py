@@ -17,6 +17,8 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from pipeline.storage.files import atomic_write_text
 from pipeline.storage.models import save_keras
@@ -123,7 +125,6 @@ def _cpu():
 
 
 def _gpu(device):
-    import tensorflow as tf
 
     details = tf.config.experimental.get_device_details(device)
     capability = details.get("compute_capability")
@@ -138,8 +139,6 @@ def environment(devices, choices=()):
         devices: the replicas' device names.
         choices: lines saying what auto chose (precision, XLA) and why.
     """
-    import numpy as np
-    import tensorflow as tf
 
     build = tf.sysconfig.get_build_info()
     commit = _git("rev-parse", "HEAD")

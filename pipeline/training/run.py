@@ -7,11 +7,16 @@ the chief writes the run directory; the others write a temporary one.
 """
 
 import contextlib
+import functools
 import pathlib
 import shutil
 import tempfile
 
+from pipeline.data.listing import shared_listings
+from pipeline.data.preview import first_training_batch
 from pipeline.errors import ConfigError
+from pipeline.evaluation.references import comparison_table
+from pipeline.serving.saved_model import export_run
 from pipeline.storage.rundir import (
     BACKUP_DIR,
     BEST_CHECKPOINT,
@@ -21,11 +26,15 @@ from pipeline.storage.rundir import (
     LOGS_DIR,
     RunDir,
 )
+from pipeline.training import core
+from pipeline.training.hardware import replica_devices, resolve
+from pipeline.training.model import build_model, compile_model, precision_note
+from pipeline.training.multiworker import sync_from_chief, weights_digest
+from pipeline.training.strategy import make_cluster, scaled_learning_rate
 
 
 def _summary(metrics, run_path):
     """The closing lines of a run: its errors beside the paper's (ten-crop ones too, when logged), the best epoch."""
-    from pipeline.evaluation.references import comparison_table
 
     errors = {1: (metrics.get("val_top1_error"), metrics.get("val_top5_error"))}
     if metrics.get("val_10crop_top1_error") is not None:
@@ -114,8 +123,6 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
             config, or is not a run directory.
         TrainingDiverged: the loss became NaN or infinite.
     """
-    from pipeline.training.hardware import replica_devices, resolve
-    from pipeline.training.strategy import make_cluster
 
     # Before any other TensorFlow work: multi-worker collectives are configured at start-up.
     cluster = make_cluster(config.train, tf_config)
@@ -126,9 +133,7 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
     with _run_directory(run_dir, config, cluster, overwrite) as run:
         import keras
 
-        from pipeline.training import core
         from pipeline.training.backup import RunBackup
-        from pipeline.training.multiworker import sync_from_chief
 
         t = resolved.train
         history = run.sub(HISTORY_FILE) if cluster.is_chief else None
@@ -166,15 +171,9 @@ def check_monitor(config, key, monitor, num_classes=None):
 
 def _start(config, run, cluster, backup, choices):
     """Data, the compiled model, the epoch plan and the callbacks of a run; the folder is listed once."""
-    import functools
 
-    from pipeline.data.listing import shared_listings
     from pipeline.data.pipelines import build_datasets
-    from pipeline.data.preview import first_training_batch
-    from pipeline.training import core
-    from pipeline.training.model import build_model, compile_model
     from pipeline.training.record import BestCheckpoint, environment, record_environment
-    from pipeline.training.strategy import scaled_learning_rate
 
     t = config.train
     # The folder is listed once for the trainer's pipelines, the picture and ten-crop validation.
@@ -253,7 +252,6 @@ def logging_callbacks(config, log_dir, backup, first_batch=None, class_names=Non
 
 def _description(config, data, model, cluster, rate, choices=()):
     """The lines printed before training: data, model, strategy, what auto chose, a precision warning where due."""
-    from pipeline.training.model import precision_note
 
     t = config.train
     lines = [
@@ -269,8 +267,6 @@ def _description(config, data, model, cluster, rate, choices=()):
 
 def _finish(config, run, cluster, model, data, backup, callbacks):
     """The figures of the whole run, the exports, metrics.json, the backup's removal; returns the figures."""
-    from pipeline.serving.saved_model import export_run
-    from pipeline.training.multiworker import weights_digest
     from pipeline.training.record import BestCheckpoint
 
     # The figures of the whole run, earlier sessions included (the backup keeps them).
