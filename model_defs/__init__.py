@@ -6,9 +6,8 @@ TensorFlow does two things to the TensorFlow the process loads later:
 - It turns on TensorFlow's oneDNN CPU kernels unless the environment says
   otherwise. TensorFlow enables them by itself only on CPUs with AVX-512
   VNNI/BF16 or AMX; on the others (AVX2 CPUs such as AMD Zen) it falls back to
-  Eigen kernels, and AlexNet's training step runs about 1.6x slower there
-  (`python -m pipeline.benchmark`: 43 against 72 images/s, 128x128, batch 64,
-  2-core AMD EPYC). `TF_ENABLE_ONEDNN_OPTS=0` keeps the Eigen kernels.
+  Eigen kernels, on which AlexNet's training step is slower (README, Speed).
+  `TF_ENABLE_ONEDNN_OPTS=0` keeps the Eigen kernels.
 - It keeps TensorFlow's start-up notices off the terminal (`quiet_startup`):
   the oneDNN notice printed twice, the CPU-instructions notice, and "failed
   call to cuInit" on every host without a GPU. Setting TF_CPP_MIN_LOG_LEVEL

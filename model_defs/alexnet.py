@@ -31,10 +31,7 @@ def _initializers(init, name, seed):
         bias = keras.initializers.Constant(1.0 if name in UNIT_BIAS_LAYERS else 0.0)
     elif init == "caffe":
         # Caffe's reference AlexNet (bvlc_alexnet): the paper's N(0, 0.01) but N(0, 0.005) in fc6/fc7,
-        # and biases 0.1 where the paper has 1. With unit biases the activations of conv5..fc7 are
-        # about 1 whatever the image (the image's share of fc7 is under 2 %): fc8 can learn only the
-        # class prior, and its steps, over 4096 such activations, move the logits by tens at lr 0.01
-        # (benchmarks/init_probe.py measures this; README, "The paper's initialisation on real photos").
+        # and biases 0.1 where the paper has 1 (README, "The paper's initialisation on real photos").
         std = 0.005 if name in ("fc6", "fc7") else 0.01
         kernel = keras.initializers.RandomNormal(mean=0.0, stddev=std, seed=seed)
         bias = keras.initializers.Constant(0.1 if name in UNIT_BIAS_LAYERS else 0.0)

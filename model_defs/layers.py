@@ -26,8 +26,7 @@ else:
 # The LRN computation a device gets when the layer's `implementation` is "auto", by (backend, device kind):
 # "cudnn" (TensorFlow's fused LRN, GPU only), "banded" (the windowed sum as a matmul with a band matrix) or
 # "windowed" (the windowed sum as n shifted slices, elementwise work a compiler fuses). Both of the last two
-# have their gradient written out. On a TensorFlow CPU the banded form ran norm1's forward and backward pass
-# 2-3x faster than TensorFlow's LRN, whose gradient is a per-element loop.
+# have their gradient written out; TensorFlow's own LRN gradient on a CPU is a per-element loop.
 LRN_DEFAULTS = {
     ("tensorflow", "gpu"): "cudnn",
     ("tensorflow", "cpu"): "banded",
@@ -40,11 +39,9 @@ LRN_IMPLEMENTATIONS = ("auto", "cudnn", "banded", "windowed")
 
 # The grouped convolution's form when `grouped_conv` is "auto", by (backend, device kind): "towers" (split the
 # input and kernel, one convolution per group, concatenate: the paper's two GPUs, section 3.2) or "native"
-# (one convolution with `groups`, `feature_group_count` in XLA). On a TensorFlow CPU the native form ran the
-# paper's network at 15-19 images/s, slower than the single tower with more FLOPs (62), and the towers 2.7x
-# faster than the native form; `python -m pipeline.benchmark --backend jax --grouped-conv towers native`
-# measures both on any backend and device, and this table follows what it shows: on a 2-core CPU (128x128,
-# batch 128, float32) the towers ran 32 against 12 images/s on TensorFlow and 14 against 6 on JAX.
+# (one convolution with `groups`, `feature_group_count` in XLA). The table follows what
+# `python -m pipeline.benchmark --backend B --grouped-conv towers native` measured on each (README, "The model on
+# any Keras backend"); on a CPU the native form is the slower of the two on both backends.
 GROUPED_CONV_DEFAULTS = {
     ("tensorflow", "cpu"): "towers",
     ("jax", "cpu"): "towers",

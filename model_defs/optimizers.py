@@ -11,15 +11,12 @@ Keras' own `weight_decay` argument is the decoupled form, `w <- w - e wd w`
 outside the momentum, which is a different optimizer.
 
 `PaperSGD` adds `wd * w` to the gradient of each kernel inside the update, in
-place of an L2 term in the loss. The result is the same update, but it skips
-the penalty's forward pass (a square and a sum over all 61 M weights) and its
-backward pass, and on TensorFlow the momentum update is one fused kernel
-(`ResourceApplyKerasMomentum`) instead of five elementwise passes. For the
-paper's 61 M parameters the penalty plus Keras' SGD took 187 ms a step on a
-2-core CPU and this update 52 ms (`python -m pipeline.benchmark` measures
-the whole step). On the other backends (JAX, PyTorch) the update is Keras'
-SGD on the decayed gradient, written with `keras.ops`; XLA fuses it there.
-This module imports TensorFlow only when it is the Keras backend.
+place of an L2 term in the loss: the same update without the penalty's
+forward and backward passes over all 61 M weights, and on TensorFlow the
+momentum update is one fused kernel (`ResourceApplyKerasMomentum`). On the
+other backends (JAX, PyTorch) the update is Keras' SGD on the decayed
+gradient, written with `keras.ops`. This module imports TensorFlow only when
+it is the Keras backend.
 """
 
 import keras

@@ -272,15 +272,10 @@ class StopOnEmptyEpoch(keras.callbacks.Callback):
 class ReleaseValidationIterator(keras.callbacks.Callback):
     """Lets go of `model.fit`'s validation iterator as soon as each validation ends.
 
-    Keras 3.15's fit keeps its validation epoch iterator, with a live
-    iterator over the validation data, from one validation to the next and
-    discards it only when the next validation starts. With a truncated
-    validation set (`train.validation_steps`) that discard stalled 6-10 s in
-    about half of the epochs on a 2-core CPU (measured: 7 epochs of 6 steps,
-    stalls in 2-4 of them; none in 14 epochs with this callback). Resetting
-    the iterator right after validation releases it while nothing waits.
-
-    It reaches into a private attribute of Keras (`model_defs.keras_private`).
+    Keras keeps it until the next validation starts, and discarding a
+    truncated one (`train.validation_steps`) then can stall the epoch for
+    seconds; released here, nothing waits on it. Reaches into a private
+    attribute of Keras (`model_defs.keras_private`).
     """
 
     def on_test_end(self, logs=None):
