@@ -6,37 +6,22 @@
     python -m pipeline.train --config configs/imagenet2012.yaml --set data.source=records:data/imagenet256
 
 The paper down-sampled every image to 256 on the shorter side and kept the
-central 256x256 square (section 2); doing the same once, up front, makes every
-later epoch decode small JPEGs instead of full-size photos, which is several
-times cheaper per core. Three forms (`python -m pipeline.benchmark --input`
-measures them):
+central 256x256 square (section 2); doing it once, up front, makes every later
+epoch decode small JPEGs (or nothing) instead of full-size photos. The forms
+(`pipeline.data.records` describes the layout):
 
-    --format jpeg           JPEGs at shorter side --size, the whole image (default: the
-                            inception crop and other views outside the central square
-                            need the sides). Images already smaller are kept at their size.
-    --format jpeg --square  the paper's central --size square as a JPEG (a quarter fewer
-                            bytes for a 4:3 photo; the same training and evaluation views).
+    --format jpeg           JPEGs at shorter side --size, the whole image (the inception
+                            crop and other views outside the central square need the sides)
+    --format jpeg --square  the paper's central --size square as a JPEG
     --format raw            the central square as raw uint8 pixels, every image exactly
-                            --size x --size (smaller ones upscaled): no decoding at all
-                            during training, at 196 KB an image at 256 (ImageNet: 251 GB).
+                            --size x --size: no decoding during training (196 KB an image at 256)
 
 Undecodable files (and PNG, GIF or BMP files larger than data.max_pixels) are
-skipped (named on stderr) and counted in prepared.json. Images are decoded,
-resized and encoded on every core; the last line gives the images/s and the
-images/s per busy core (CPU time over wall time), from which a larger host's
-time follows.
-
-Layout written:
-    DIR/train-00000-of-000NN.tfrecord ...   tf.train.Example: image (JPEG or raw bytes), label (int64), name (bytes)
-    DIR/validation-00000-of-000NN.tfrecord ...
-    DIR/labels.txt                          class names in index order
-    DIR/prepared.json                       the manifest: counts per split, size, format, quality (written last)
-
-Nothing is touched until every argument is checked. The dataset is written
-into a staging folder beside DIR (`.DIR.tmp`) and swapped in whole at the end
-(`pipeline.storage.files.replace_directory`), so a killed prepare leaves the previous
-dataset as it was; the next prepare removes the leftovers. A lock beside DIR
-(`.DIR.lock`) refuses a second prepare into the same folder.
+skipped, named on stderr and counted in prepared.json. The last line gives the
+images/s and the images/s per busy core. Nothing is touched until every
+argument is checked; the dataset is written beside DIR and swapped in whole at
+the end, so a killed prepare leaves the previous dataset as it was, and a second
+prepare into the same folder (under any name) is refused while one runs.
 """
 
 import os
