@@ -1,3 +1,9 @@
+"""The network of model_defs/alexnet.py: the paper's parameter counts, feature-map sizes and layer names, its
+switches, its initialisations and weight decay, and a `.keras` round trip of the whole model.
+
+The layers it is made of have their own tests (test_layers.py).
+"""
+
 import keras
 import numpy as np
 import pytest
@@ -5,11 +11,6 @@ import tensorflow as tf
 
 from model_defs.alexnet import build_alexnet, feature_map_sizes
 from model_defs.geometry import MIN_INPUT_SIZE
-from model_defs.layers import (
-    ChannelNormalization,
-    GroupedConv2D,
-    LocalResponseNormalization,
-)
 
 
 @pytest.mark.parametrize(
@@ -100,64 +101,6 @@ def test_weight_decay_is_half_wd_l2_on_kernels_only():
     np.testing.assert_allclose(tape.gradient(penalty, layer.kernel).numpy(), 5e-4 * layer.kernel.numpy(), rtol=1e-5)
 
 
-def test_lrn_matches_the_papers_formula():
-    rng = np.random.default_rng(0)
-    a = rng.normal(0, 30, (2, 3, 3, 12)).astype(np.float32)
-    k, n, alpha, beta = 2.0, 5, 1e-4, 0.75
-    expected = np.empty_like(a)
-    channels = a.shape[-1]
-    for i in range(channels):
-        lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
-        expected[..., i] = a[..., i] / (k + alpha * np.sum(a[..., lo : hi + 1] ** 2, axis=-1)) ** beta
-    got = LocalResponseNormalization(k=k, n=n, alpha=alpha, beta=beta)(a)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("beta", [0.75, 0.6])
-def test_banded_lrn_and_its_gradient_equal_tensorflows_lrn(beta):
-    import tensorflow as tf
-
-    from model_defs.layers import _banded_lrn
-
-    # A large alpha, so that the windowed sum dominates k and every term shows.
-    k, n, alpha = 2.0, 5, 0.01
-    x = tf.constant(np.random.default_rng(1).normal(0, 10, (2, 4, 4, 16)), tf.float32)
-    upstream = tf.constant(np.random.default_rng(2).normal(size=(2, 4, 4, 16)), tf.float32)
-    results = []
-    for lrn in (
-        lambda x: _banded_lrn(x, k, n, alpha, beta),
-        lambda x: tf.nn.local_response_normalization(x, depth_radius=n // 2, bias=k, alpha=alpha, beta=beta),
-    ):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = lrn(x)
-        results.append((y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()))
-    (y, grad), (expected_y, expected_grad) = results
-    np.testing.assert_allclose(y, expected_y, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
-    assert np.abs(expected_grad - upstream.numpy() * expected_y / x.numpy()).max() > 1e-3  # the window term counts
-
-
-def test_lrn_in_half_precision_stays_finite():
-    a = np.full((1, 2, 2, 8), 300.0, np.float32)  # squares overflow float16 (max 65504)
-    layer = LocalResponseNormalization(dtype="mixed_float16")
-    got = layer(a)
-    assert got.dtype == "float16"
-    expected = LocalResponseNormalization()(a)
-    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(expected), rtol=1e-3)
-
-
-def test_grouped_towers_equal_native_grouped_convolution():
-    x = np.random.default_rng(0).normal(size=(2, 9, 9, 8)).astype(np.float32)
-    towers = GroupedConv2D(6, 3, padding="same", groups=2)
-    native = keras.layers.Conv2D(6, 3, padding="same", groups=2)
-    towers.build(x.shape)
-    native.build(x.shape)
-    assert towers.kernel.shape == native.kernel.shape == (3, 3, 4, 6)
-    native.set_weights(towers.get_weights())
-    np.testing.assert_allclose(np.asarray(towers(x)), np.asarray(native(x)), rtol=1e-5, atol=1e-5)
-
-
 def test_keras_save_and_reload_gives_identical_outputs(tmp_path):
     model = build_alexnet(num_classes=5, input_size=64, fc_units=16, seed=3)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
@@ -166,43 +109,3 @@ def test_keras_save_and_reload_gives_identical_outputs(tmp_path):
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(reloaded(x)))
     assert reloaded.get_layer("norm1").get_config()["alpha"] == 1e-4
     assert reloaded.count_params() == model.count_params()
-
-
-def test_channel_normalization_subtracts_the_mean_and_divides_by_std():
-    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    mean = (120.0, 110.0, 100.0)
-    np.testing.assert_array_equal(np.asarray(ChannelNormalization(mean, (1.0, 1.0, 1.0))(x)), x - np.float32(mean))
-    std = (58.0, 57.0, 56.0)
-    np.testing.assert_allclose(np.asarray(ChannelNormalization(mean, std)(x)), (x - np.float32(mean)) / np.float32(std),
-                               rtol=1e-6)
-
-
-def test_lrn_follows_the_device_it_is_placed_on(monkeypatch):
-    import tensorflow as tf
-
-    from model_defs import layers
-    from model_defs.layers import LocalResponseNormalization, lrn_implementation
-
-    assert lrn_implementation("/job:localhost/replica:0/task:0/device:GPU:0") == "cudnn"
-    assert lrn_implementation("/job:localhost/replica:0/task:0/device:CPU:0", gpu_visible=True) == "banded"
-    assert lrn_implementation("/cpu:0", gpu_visible=True) == "banded"
-    assert lrn_implementation("", gpu_visible=True) == "cudnn"  # TensorFlow places it on the first GPU
-    assert lrn_implementation("", gpu_visible=False) == "banded"
-
-    # A host that shows a GPU: an LRN in a /cpu:0 scope (one_device on the CPU) is the banded one.
-    monkeypatch.setattr(layers.tf.config, "list_logical_devices", lambda kind=None: ["fake GPU"])
-    layer = LocalResponseNormalization()
-
-    def ops_of(device):
-        @tf.function
-        def f(x):
-            if device is None:
-                return layer(x)
-            with tf.device(device):
-                return layer(x)
-
-        graph = f.get_concrete_function(tf.TensorSpec([1, 3, 3, 8], tf.float32)).graph
-        return {op.type for op in graph.get_operations()}
-
-    assert "LRN" in ops_of(None)
-    assert "LRN" not in ops_of("/cpu:0") and "MatMul" in ops_of("/cpu:0")
