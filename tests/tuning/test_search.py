@@ -1,4 +1,6 @@
-"""`python -m tuning.search` on tiny synthetic data: checks, a real search, resume, distributed tuning."""
+"""`python -m tuning.search` on tiny synthetic data: checks before any trial, a real search, resume, distributed
+tuning. The search directory, the results table and best.yaml, and the distributed environment have their own
+tests (test_searchdir.py, test_results.py, test_distributed.py)."""
 
 import contextlib
 import io
@@ -14,7 +16,6 @@ import time
 import types
 
 import keras
-import keras_tuner
 import pytest
 import tensorflow as tf
 import yaml
@@ -22,27 +23,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from pipeline.config import config_fingerprint, load_config
 from pipeline.errors import ConfigError
+from tests.helpers.experiments import write_experiment
 from tests.helpers.runs import project_env, scalars
-from tuning import search, searchdir
+from tuning import search
 from tuning.space import override_tree
-
-# A tiny experiment: 32 synthetic 64x64 images, 10 classes, a narrow fc6/fc7.
-TINY = {
-    "name": "tiny",
-    "data": {"source": "synthetic", "image_size": 64, "resize": 64, "num_examples": 32},
-    "model": {"fc_units": 32, "init": "glorot_uniform"},
-    "train": {"batch_size": 16, "verbose": 0},
-    "tune": {"tuner": "random", "max_trials": 3, "epochs": 1},
-}
-
-
-def write_experiment(directory, **changes):
-    tree = json.loads(json.dumps(TINY))
-    for section, values in changes.items():
-        tree[section].update(values)
-    path = pathlib.Path(directory) / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
 
 
 def trials(search_dir):
@@ -111,46 +95,6 @@ def test_bad_input_exits_2_naming_the_key_before_any_trial(tmp_path, override, k
     assert code == 2
     assert err.startswith(f"error: {key}")
     assert not search_dir.exists()
-
-
-def test_resuming_with_another_search_space_is_refused(tmp_path):
-    config = load_config([write_experiment(tmp_path)])
-    search_dir = tmp_path / "search"
-    search_dir.mkdir()
-    (search_dir / "config.yaml").write_text(config.to_yaml())
-    searchdir.check_resumable(search_dir, load_config([write_experiment(tmp_path, tune={"max_trials": 9})]))
-    searchdir.check_resumable(search_dir, load_config([write_experiment(tmp_path, train={"verbose": 2})]))
-    changed = load_config([write_experiment(tmp_path, tune={"dropout": {"min": 0.1, "max": 0.2}})])
-    with pytest.raises(ConfigError, match=r"holds a search with another config \(differs in: tune\.dropout\.max, tune\.dropout\.min\)"):
-        searchdir.check_resumable(search_dir, changed)
-
-
-def test_table_lists_completed_trials_by_objective_then_the_rest():
-    def trial(trial_id, status, score, **values):
-        hp = keras_tuner.HyperParameters()
-        hp.values.update(values)
-        t = keras_tuner.engine.trial.Trial(hp, trial_id=trial_id, status=status)
-        t.score = score
-        if status == "FAILED":
-            t.message = "Traceback ...\nValueError: boom"
-        return t
-
-    oracle = types.SimpleNamespace(trials={t.trial_id: t for t in [
-        trial("0", "COMPLETED", 0.5, dropout=0.31, learning_rate=0.0101),
-        trial("1", "FAILED", None, dropout=0.62, learning_rate=0.0002),
-        trial("2", "COMPLETED", 0.25, dropout=0.45, learning_rate=0.00123456),
-        trial("3", "RUNNING", None, dropout=0.5, learning_rate=0.05),
-    ]})
-    rows = search.trial_rows(oracle)
-    assert [r.trial_id for r in rows] == ["2", "0", "1", "3"]
-    assert search.format_table(rows, ["dropout", "learning_rate"], "val_top5_error").splitlines() == [
-        "trial  dropout  learning_rate  val_top5_error  status",
-        "2      0.45     0.001235       0.2500          COMPLETED",
-        "0      0.31     0.0101         0.5000          COMPLETED",
-        "1      0.62     0.0002         -               FAILED",
-        "3      0.5      0.05           -               RUNNING",
-        "trial 1: ValueError: boom",
-    ]
 
 
 # ---------------------------------------------------------------- a real search

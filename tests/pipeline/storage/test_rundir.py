@@ -18,37 +18,22 @@ from pipeline.storage.files import (
     staging_path,
 )
 from pipeline.storage.rundir import RunDir
+from tests.helpers.folders import unchanged, user_folder
 from tests.helpers.runs import ROOT, TINY, args, project_env
-from tuning import search
-
-
-def _user_folder(path):
-    """A folder of someone's files: what --overwrite must never delete."""
-    files = {"photo.jpg": b"\xff\xd8 not really", "notes/todo.txt": b"buy milk", "config.yaml": b"camera: nikon\n"}
-    for name, data in files.items():
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_bytes(data)
-    return files
-
-
-def _unchanged(path, files):
-    return {name: (path / name).read_bytes() for name in files} == files and sorted(
-        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
-    ) == sorted(files)
 
 
 def test_overwrite_refuses_a_folder_of_user_files_and_leaves_every_file(tmp_path, capsys):
     photos = tmp_path / "photos"
-    files = _user_folder(photos)
+    files = user_folder(photos)
     assert train.main(args(photos) + ["--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {photos} is not a run directory of this project (it holds config.yaml, notes, ")
     assert "config.yaml is not a config of this project" in err and err.count("\n") == 1
-    assert _unchanged(photos, files)
+    assert unchanged(photos, files)
     # Without --overwrite the message does not suggest it.
     assert train.main(args(photos)) == 2
     assert "--overwrite" not in capsys.readouterr().err
-    assert _unchanged(photos, files)
+    assert unchanged(photos, files)
 
 
 def test_overwrite_refuses_a_run_directory_holding_other_files(tmp_path, capsys):
@@ -83,24 +68,6 @@ def test_overwrite_replaces_an_empty_folder_and_an_unfinished_run(tmp_path):
     with RunDir(unfinished, load_config([], TINY + ["train.epochs=3"]), overwrite=True) as run:
         assert not run.resumed and not (unfinished / "logs").exists()
     assert load_config([unfinished / "config.yaml"]).train.epochs == 3
-
-
-def test_search_overwrite_refuses_a_folder_of_user_files(tmp_path, capsys):
-    photos = tmp_path / "photos"
-    files = _user_folder(photos)
-    argv = ["--config", str(ROOT / "configs" / "tune_quickstart.yaml"), "--dir", str(photos), "--overwrite"]
-    assert search.main(argv) == 2
-    assert capsys.readouterr().err.startswith(f"error: {photos} is not a search directory of this project")
-    assert _unchanged(photos, files)
-    assert search.main(argv[:-1]) == 2
-    assert capsys.readouterr().err == (
-        f"error: {photos / 'config.yaml'} is not a config of this project (camera: unknown key); choose another --dir\n"
-    )
-    (photos / "config.yaml").unlink()
-    del files["config.yaml"]
-    assert search.main(argv[:-1]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {photos} is not empty and holds no config.yaml")
-    assert _unchanged(photos, files)
 
 
 @pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", "..", ".", "with space"])
