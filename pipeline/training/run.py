@@ -181,6 +181,12 @@ def _start(config, run, cluster, backup, choices):
         shard = (cluster.workers, cluster.task_index) if cluster.multi_worker else None
         data = build_datasets(config.data, t.batch_size, seed=config.seed, shard=shard)
         check_monitor(config, "train.checkpoint_monitor", checkpoint_monitor(t), data.num_classes)
+        picture = None  # the chief's picture of the first batch: the batch, or a function drawing it
+        if cluster.is_chief:
+            picture = functools.partial(first_training_batch, config.data, t.batch_size, config.seed, shard)
+            if backup.read_state() is None:
+                # Drawn now, a fresh run's first batch: a split in which nothing decodes stops here.
+                picture = picture()
         # The data is there: only now does the run directory receive anything.
         run.begin()
         if cluster.is_chief:
@@ -198,10 +204,7 @@ def _start(config, run, cluster, backup, choices):
             model.optimizer.build(model.trainable_variables)
         print(_description(config, data, model, cluster, rate, choices))
         plan = core.plan_epochs(t, data, cluster, in_memory=config.data.in_memory)
-        first_batch = functools.partial(first_training_batch, config.data, t.batch_size, config.seed, shard)
-        logging = logging_callbacks(
-            config, run.sub(LOGS_DIR), backup, first_batch if cluster.is_chief else None, data.class_names
-        )
+        logging = logging_callbacks(config, run.sub(LOGS_DIR), backup, picture, data.class_names)
         monitor = checkpoint_monitor(t)
         best = BestCheckpoint(run.sub(CHECKPOINTS_DIR) / BEST_CHECKPOINT, monitor) if monitor else None
         callbacks = core.build_callbacks(config, plan, rate, logging=logging, backup=backup,
