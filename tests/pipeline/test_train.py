@@ -1,9 +1,9 @@
-"""End-to-end runs of `python -m pipeline.train` on tiny synthetic data."""
+"""End-to-end runs of `python -m pipeline.train` on tiny synthetic data: the run directory, TensorBoard, the
+exports, refusals, divergence, the log of a redirected run. The model factory's precisions are tested in
+training/test_model.py, run directories in storage/test_rundir.py."""
 
 import csv
-import fcntl
 import json
-import os
 import re
 import subprocess
 
@@ -19,11 +19,8 @@ import pipeline.evaluation.metrics  # noqa: F401  (registers the compiled metric
 from pipeline import train
 from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
-from pipeline.storage.files import DirectoryError
-from pipeline.storage.rundir import RunDir
-from pipeline.training.model import build_model, compile_model, precision_note
 from tests.helpers.processes import command, project_env
-from tests.helpers.runs import TINY, args, scalars
+from tests.helpers.runs import args, scalars
 
 
 @pytest.fixture(scope="module")
@@ -108,66 +105,6 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
     assert not run_dir.exists()
 
 
-def test_unfinished_run_with_another_config_is_refused(tmp_path):
-    config = load_config([], TINY)
-    run_dir = tmp_path / "r"
-    with RunDir(run_dir, config):
-        pass  # writes config.yaml, no metrics: an unfinished run
-    other = load_config([], TINY + ["train.epochs=3"])
-    with pytest.raises(DirectoryError, match="train.epochs"):
-        with RunDir(run_dir, other):
-            pass
-    with RunDir(run_dir, config) as run:
-        assert run.resumed
-
-
-def test_second_process_on_the_same_run_is_refused_under_any_name(tmp_path):
-    config = load_config([], TINY)
-    run_dir = tmp_path / "busy"
-    run_dir.mkdir()
-    (tmp_path / "link").symlink_to(run_dir)
-    # Another process holds the lock (flock locks are per open file description).
-    handle = os.open(run_dir, os.O_RDONLY)
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    try:
-        for path in (run_dir, tmp_path / "link", run_dir / ".." / "busy"):
-            with pytest.raises(DirectoryError, match="in use by another process"):
-                with RunDir(path, config):
-                    pass
-    finally:
-        os.close(handle)
-    assert list(run_dir.iterdir()) == []  # nothing written, no lock file
-
-
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
-def test_precision_policy_is_applied_to_the_model_only(precision):
-    config = load_config([], TINY + [f"train.precision={precision}"])
-    model = compile_model(build_model(config, 8), config, 8)
-    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
-    compute = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}[precision]
-    assert model.get_layer("conv1").compute_dtype == compute
-    assert model.get_layer("conv1").kernel.dtype == "float32"  # variables stay float32
-    assert model.get_layer("fc8").compute_dtype == "float32"  # logits, softmax and loss in float32
-    # Keras scales the loss itself where float16 needs it.
-    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
-
-
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
-def test_each_precision_takes_finite_steps_and_exports_float32_probabilities(tmp_path, precision):
-    from pipeline.serving.saved_model import export_saved_model
-
-    config = load_config([], TINY + [f"train.precision={precision}"])
-    model = compile_model(build_model(config, 8), config, 8)
-    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
-    losses = [float(model.train_on_batch(x, np.arange(4) % 8)[0]) for _ in range(2)]
-    assert all(np.isfinite(losses)), losses
-    export_saved_model(model, tmp_path / "saved_model", [f"class_{c}" for c in range(8)], 64, 64)
-    served = tf.saved_model.load(str(tmp_path / "saved_model"))
-    probabilities = served.signatures["serve_preprocessed"](image=tf.constant(x))["probabilities"]
-    assert probabilities.dtype == tf.float32
-    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
-
-
 @pytest.mark.slow
 def test_divergence_stops_with_a_clear_message_and_no_bad_backup(tmp_path, capsys):
     run_dir = tmp_path / "diverged"
@@ -178,16 +115,6 @@ def test_divergence_stops_with_a_clear_message_and_no_bad_backup(tmp_path, capsy
     state = run_dir / "backup" / "state.json"
     if state.exists():  # an epoch that ended before the divergence may be backed up, never a diverged one
         assert all(np.isfinite(e["loss"]) for e in json.loads(state.read_text())["history"])
-
-
-def test_half_precision_on_a_cpu_without_support_is_flagged(monkeypatch):
-    monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : fpu sse2 avx2 fma f16c")
-    assert "slower than float32" in precision_note("mixed_bfloat16", has_gpu=False)
-    assert "avx512_fp16" in precision_note("mixed_float16", has_gpu=False)
-    assert precision_note("mixed_bfloat16", has_gpu=True) is None
-    assert precision_note("float32", has_gpu=False) is None
-    monkeypatch.setattr(train.pathlib.Path, "read_text", lambda self: "flags : avx512f avx512_bf16 amx_bf16")
-    assert precision_note("mixed_bfloat16", has_gpu=False) is None
 
 
 @pytest.mark.slow

@@ -1,5 +1,8 @@
-"""Nothing lost: --overwrite touches only run directories, names stay under runs/, directories swap atomically."""
+"""Run directories (`pipeline.storage.rundir`) lose nothing: --overwrite touches only run directories, names stay
+under runs/, directories swap atomically, an unfinished run resumes only with its own config, and a run in use is
+refused under any name."""
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -13,6 +16,7 @@ from pipeline import train
 from pipeline.config import load_config
 from pipeline.storage import files
 from pipeline.storage.files import (
+    DirectoryError,
     recover_directory,
     replace_directory,
     staging_path,
@@ -285,3 +289,34 @@ def test_export_and_evaluate_wait_for_a_process_that_holds_the_run(tmp_path, cap
                 "this run): wait for it to finish, or choose another run directory\n"
             )
     assert _tree(run_dir) == before
+
+
+def test_unfinished_run_with_another_config_is_refused(tmp_path):
+    config = load_config([], TINY)
+    run_dir = tmp_path / "r"
+    with RunDir(run_dir, config):
+        pass  # writes config.yaml, no metrics: an unfinished run
+    other = load_config([], TINY + ["train.epochs=3"])
+    with pytest.raises(DirectoryError, match="train.epochs"):
+        with RunDir(run_dir, other):
+            pass
+    with RunDir(run_dir, config) as run:
+        assert run.resumed
+
+
+def test_second_process_on_the_same_run_is_refused_under_any_name(tmp_path):
+    config = load_config([], TINY)
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    (tmp_path / "link").symlink_to(run_dir)
+    # Another process holds the lock (flock locks are per open file description).
+    handle = os.open(run_dir, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        for path in (run_dir, tmp_path / "link", run_dir / ".." / "busy"):
+            with pytest.raises(DirectoryError, match="in use by another process"):
+                with RunDir(path, config):
+                    pass
+    finally:
+        os.close(handle)
+    assert list(run_dir.iterdir()) == []  # nothing written, no lock file

@@ -1,5 +1,7 @@
-"""The picture callbacks: the augmented first batch (once, at the start of a fresh run) and conv1's kernels
-(every few epochs), in TensorBoard; on the chief only."""
+"""The callbacks of a training run (`pipeline.training.callbacks`): a non-finite loss and an epoch without a
+training batch stop the run with one message; each epoch's logs get its throughput and learning rate; the paper's
+errors are drawn as reference lines; and the pictures: the augmented first batch (once, at the start of a fresh
+run) and conv1's kernels (every few epochs), in TensorBoard, on the chief only."""
 
 import json
 
@@ -11,8 +13,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
+from pipeline.data.splits import DataError
+from pipeline.errors import RunFailed
 from pipeline.evaluation import drawing
 from pipeline.evaluation.images import image_grid
+from pipeline.training import callbacks as training_callbacks
 from pipeline.training import run as training_run
 from pipeline.training.backup import RunBackup
 from pipeline.training.callbacks import (
@@ -20,9 +25,14 @@ from pipeline.training.callbacks import (
     CONV1_KERNELS_TAG,
     AugmentedImageGrid,
     Conv1Kernels,
+    EpochStats,
+    ReferenceLines,
+    StopOnEmptyEpoch,
+    StopOnNaN,
+    TrainingDiverged,
 )
 from pipeline.training.model import build_model
-from tests.helpers.runs import TINY, run_callbacks
+from tests.helpers.runs import TINY, event_steps, run_callbacks, scalars
 
 # A short run with the PCA colour noise on, as a user's run has it.
 SHORT = TINY + [
@@ -69,6 +79,77 @@ def epoch_images(dataset):
     """
     images = np.concatenate([batch[0].numpy() for batch in dataset])
     return {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
+
+
+def compiled_model(learning_rate):
+    """A one-layer model compiled with SGD at `learning_rate`: what the callbacks read the rate from."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
+    return model
+
+
+# ---------------------------------------------------------------- stopping, figures and reference lines
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_a_non_finite_loss_stops_the_run_naming_the_epoch_the_step_and_the_rate(loss):
+    callback = StopOnNaN()
+    callback.set_model(compiled_model(0.05))
+    callback.on_epoch_begin(2)
+    callback.on_train_batch_end(0, {"loss": 1.5})  # finite: training goes on
+    callback.on_train_batch_end(1, {})  # no loss reported: nothing to judge
+    with pytest.raises(TrainingDiverged) as stop:
+        callback.on_train_batch_end(6, {"loss": loss})
+    assert isinstance(stop.value, RunFailed)  # exit status 1
+    assert str(stop.value) == (
+        f"the training loss became {loss} at epoch 3, step 7 (learning rate 0.05). Lower "
+        "train.optimizer.learning_rate or add train.schedule.warmup_epochs and start again with --overwrite, or "
+        "check the input data (the run's backup, if any, holds the last epoch that ended with a finite loss)."
+    )
+
+
+def test_an_epoch_without_a_training_batch_stops_the_run():
+    callback = StopOnEmptyEpoch()
+    callback.on_epoch_begin(0)
+    callback.on_train_batch_end(0)
+    callback.on_epoch_end(0)  # one batch: the epoch counts
+    callback.on_epoch_begin(1)
+    with pytest.raises(DataError) as stop:
+        callback.on_epoch_end(1)
+    assert str(stop.value) == (
+        "epoch 2 had no training batch: no training image could be decoded (the files are named in the warnings "
+        "above), or the training split is empty; check data.source"
+    )
+
+
+def test_each_epoch_logs_its_training_throughput_and_learning_rate(monkeypatch):
+    callback = EpochStats(images_per_epoch=64)
+    callback.set_model(compiled_model(0.05))
+    clock = iter([10.0, 12.0, 20.0, 24.0])  # perf_counter's readings, in turn
+    monkeypatch.setattr(training_callbacks.time, "perf_counter", lambda: next(clock))
+    callback.on_epoch_begin(0)  # 10.0
+    callback.on_test_begin()  # 12.0: validation starts after 2 s of training
+    callback.on_test_begin()  # a second validation pass does not move the end of training
+    logs = {"loss": 0.5}
+    callback.on_epoch_end(0, logs)
+    assert logs == {"loss": 0.5, "images_per_second": 32.0, "learning_rate": float(np.float32(0.05))}
+    callback.on_epoch_begin(1)  # 20.0
+    logs = {}
+    callback.on_epoch_end(1, logs)  # 24.0, no validation: the whole epoch trained
+    assert logs["images_per_second"] == 16.0
+    callback.on_epoch_end(2, None)  # Keras may pass no logs: nothing to add to
+
+
+def test_the_papers_errors_are_drawn_as_runs_of_their_own_at_every_epoch(tmp_path):
+    callback = ReferenceLines(str(tmp_path))
+    callback.on_train_begin()
+    for epoch in range(3):
+        callback.on_epoch_end(epoch)
+    callback.on_train_end()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference_ensemble_15.3pct", "reference_one_cnn_18.2pct"]
+    for run, value in (("reference_ensemble_15.3pct", 0.153), ("reference_one_cnn_18.2pct", 0.182)):
+        assert scalars(tmp_path / run, "epoch_top5_error") == [float(np.float32(value))] * 3
+        assert event_steps(tmp_path / run, "epoch_top5_error") == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- the augmented first batch
