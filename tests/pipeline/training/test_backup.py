@@ -161,8 +161,6 @@ class Killed(Exception):
 
 @pytest.mark.slow
 def test_kill_during_export_resumes_into_export_only(tmp_path, monkeypatch, capsys):
-    from pipeline.serving import saved_model
-
     config = load_config([], TINY + ["export.keras=false"])
     run_dir = tmp_path / "exporting"
 
@@ -170,7 +168,7 @@ def test_kill_during_export_resumes_into_export_only(tmp_path, monkeypatch, caps
         raise Killed()
 
     with monkeypatch.context() as patch:
-        patch.setattr(saved_model, "export_run", killed)
+        patch.setattr(training_run, "export_run", killed)
         with pytest.raises(Killed):
             training_run.train(config, run_dir)
     # Training ended, the run is not finished: the backup is still there.
