@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from model_defs.alexnet import build_alexnet
-from tests.helpers.runs import project_env
+from tests.helpers.runs import ROOT, project_env
 
 # A tiny network with every layer kind: the input normalisation (mean only, as the paper: activations in the
 # hundreds, so LRN's alpha term counts), LRN, the grouped convolutions, dropout (off, so that the backends'
@@ -31,27 +31,10 @@ OTHERS = ["jax", TORCH]
 SCRIPT = r"""
 import json, os, sys
 
-import importlib.abc
-import traceback
-
-
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    # As on a GPU host without TensorFlow: importing it fails, and every attempt is recorded.
-
-    attempts = []
-
-    def find_spec(self, name, path, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            # Who asked: the first frame outside the import machinery.
-            caller = next(f.filename for f in reversed(traceback.extract_stack()) if "importlib" not in f.filename
-                          and f.filename != "<string>" and "<frozen" not in f.filename)
-            self.attempts.append(caller)
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return None
-
+from tests.helpers import no_tensorflow
 
 if os.environ["KERAS_BACKEND"] != "tensorflow":
-    sys.meta_path.insert(0, NoTensorFlow())
+    no_tensorflow.install()
 
 import numpy as np
 
@@ -86,7 +69,8 @@ reloaded = keras.models.load_model(f"{work}/tensorflow_saved.keras")  # saved by
 arrays["reloaded_logits"] = keras.ops.convert_to_numpy(reloaded(data["x"], training=False))
 
 np.savez(f"{work}/{backend}.npz", **arrays)
-result["tensorflow_imports"] = NoTensorFlow.attempts
+result["tensorflow_imports"] = no_tensorflow.imports
+result["tensorflow_probes"] = no_tensorflow.probes
 result["tensorflow_loaded"] = "tensorflow" in sys.modules
 print("RESULT", json.dumps(result))
 """
@@ -157,6 +141,9 @@ def test_other_backends_need_no_tensorflow(runs, backend):
     assert {caller.rsplit("site-packages/", 1)[-1] for caller in runs[backend][0]["tensorflow_imports"]} <= {
         "keras/src/utils/module_utils.py"}
     assert runs[backend][0]["tensorflow_loaded"] is False
+    # Asking whether it is there is no import (torch's dynamo asks about every library it knows), but the
+    # project itself never asks.
+    assert not [caller for caller in runs[backend][0]["tensorflow_probes"] if caller.startswith(str(ROOT))]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -193,3 +180,26 @@ def test_a_model_saved_on_one_backend_reloads_on_another(runs, backend):
     assert reloaded.optimizer.coupled_weight_decay == OPTIMIZER["coupled_weight_decay"]
     for i, weight in enumerate(reloaded.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), runs[backend][1][f"weight{i}"])
+
+
+STAND_IN = """
+import importlib, importlib.util, json, sys
+from tests.helpers import no_tensorflow
+
+no_tensorflow.install()
+found = importlib.util.find_spec("tensorflow"), importlib.util.find_spec("tensorflow.python")
+try:
+    import tensorflow.python  # noqa: F401
+except ModuleNotFoundError as error:
+    message = str(error)
+print(json.dumps([found == (None, None), message, no_tensorflow.imports, no_tensorflow.probes,
+                  "tensorflow" in sys.modules, importlib.util.find_spec("numpy") is not None]))
+"""
+
+
+def test_the_stand_in_for_a_host_without_tensorflow_answers_as_one_does():
+    done = subprocess.run([sys.executable, "-c", STAND_IN], env=project_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [
+        True, "No module named 'tensorflow'", ["<string>"], ["<string>", "<string>"], False, True]

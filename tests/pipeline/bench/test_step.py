@@ -57,22 +57,14 @@ TINY = ["--set", "data.image_size=64", "--set", "model.fc_units=16", "--num-clas
 # pipeline.benchmark with --backend hands over before anything imports Keras or TensorFlow; TensorFlow is made
 # unimportable, as on a GPU host without it.
 RUN = """
-import importlib.abc, json, sys, traceback
+import json, sys
 
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    attempts = []
+from tests.helpers import no_tensorflow
 
-    def find_spec(self, name, path, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            caller = next(f.filename for f in reversed(traceback.extract_stack()) if "importlib" not in f.filename
-                          and "<frozen" not in f.filename and f.filename != "<string>")
-            self.attempts.append(caller.rsplit("site-packages/", 1)[-1])
-            raise ModuleNotFoundError(name)
-
-sys.meta_path.insert(0, NoTensorFlow())
+no_tensorflow.install()
 from pipeline import benchmark
 status = benchmark.main(sys.argv[1:])
-print("TENSORFLOW IMPORTS", json.dumps(NoTensorFlow.attempts))
+print("TENSORFLOW IMPORTS", json.dumps(no_tensorflow.imports))
 sys.exit(status)
 """
 
