@@ -14,9 +14,12 @@ import pathlib
 
 import numpy as np
 
-import model_defs  # noqa: F401  (quiet TensorFlow start-up)
+# isort: off
+import model_defs  # noqa: F401  (first: TensorFlow's start-up quiet, oneDNN on)
 import keras
 import tensorflow as tf
+
+# isort: on
 
 from model_defs.alexnet import build_alexnet
 
