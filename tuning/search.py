@@ -25,6 +25,7 @@ from pipeline.evaluation.references import has_top5
 from pipeline.storage.rundir import DEFAULT_RUNS
 from pipeline.training import run as training_run
 from pipeline.training.strategy import make_cluster, scaled_learning_rate
+from model_defs import keras_private
 from tuning import distributed
 from tuning.results import SearchResult, format_table, trial_rows, write_best
 from tuning.searchdir import BEST_FILE, LOG_DIR, SearchDir
@@ -206,6 +207,8 @@ def _run_search(config, search_dir, role, opened, command_args):
     start = time.perf_counter()
     import keras
 
+    if role == "chief":
+        keras_private.quick_tuner_chief()
     tuner.search(
         epochs=config.tune.epochs,
         # The tuner gives each trial its own copy in logs/<trial id>/ and adds the HParams

@@ -73,3 +73,19 @@ def test_tensorflow_says_whether_onednn_runs():
     pytest.importorskip("tensorflow")
     # The tests import model_defs before TensorFlow, which asks for oneDNN unless the environment says otherwise.
     assert keras_private.onednn_enabled() == (os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1")
+
+
+def test_the_tuner_chief_polls_through_its_modules_time_and_the_quick_chief_cuts_its_sleeps(monkeypatch):
+    import time
+
+    from keras_tuner.src.distribute import oracle_chief
+
+    # What quick_tuner_chief relies on: start_server waits with its module's `time.sleep`, 20 s once stopping.
+    source = inspect.getsource(oracle_chief.start_server)
+    assert "time.sleep(20)" in source and "exit_chief(oracle)" in source
+    monkeypatch.setattr(oracle_chief, "time", time)  # restored after the test
+    keras_private.quick_tuner_chief(longest=0.01)
+    assert oracle_chief.time.monotonic is time.monotonic  # the rest of the module is time's
+    start = time.monotonic()
+    oracle_chief.time.sleep(20)
+    assert time.monotonic() - start < 5
