@@ -1,10 +1,10 @@
-"""Every private Keras and TensorFlow attribute this project uses, in one place.
+"""Every private Keras, TensorFlow and KerasTuner attribute this project uses, in one place.
 
 Each one is a workaround with a reason below; `tests/model_defs/test_keras_private.py`
-checks that the installed Keras and TensorFlow still have each of them, so an
-upgrade that removes one fails loudly in the tests instead of quietly in a run.
-Nothing else in the project touches a private attribute of Keras or TensorFlow.
-This module imports neither at import time.
+checks that the installed libraries still have each of them, so an upgrade that
+removes one fails loudly in the tests instead of quietly in a run. Nothing else
+in the project touches a private attribute of Keras, TensorFlow or KerasTuner.
+This module imports none of them at import time.
 """
 
 

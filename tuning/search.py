@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 
+from model_defs import keras_private
 from pipeline.config import DEFAULT_CONFIG, load_config
 from pipeline.console import cli
 from pipeline.errors import ConfigError, RunFailed
@@ -25,7 +26,6 @@ from pipeline.evaluation.references import has_top5
 from pipeline.storage.rundir import DEFAULT_RUNS
 from pipeline.training import run as training_run
 from pipeline.training.strategy import make_cluster, scaled_learning_rate
-from model_defs import keras_private
 from tuning import distributed
 from tuning.results import SearchResult, format_table, trial_rows, write_best
 from tuning.searchdir import BEST_FILE, LOG_DIR, SearchDir

@@ -1,4 +1,6 @@
-"""Every private Keras and TensorFlow attribute the project uses is still there: an upgrade that removes one fails here.
+"""Every private Keras, TensorFlow and KerasTuner attribute the project uses is still there.
+
+An upgrade that removes one fails here.
 
 Each check reads the installed library for exactly what `model_defs.keras_private` relies on.
 """
