@@ -41,13 +41,16 @@ def is_noise(line):
 
 
 class _QuietLoader(importlib.abc.Loader):
-    def __init__(self, loader):
+    def __init__(self, loader, finder):
         self.loader = loader
+        self.finder = finder
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        if self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)  # once
         sys.stderr.flush()
         saved = os.dup(2)
         with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -66,13 +69,20 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
+    # It stays on sys.meta_path until TensorFlow is actually imported: a mere `importlib.util.find_spec`
+    # ("is TensorFlow installed?") must not use it up.
+    finding = False
+
     def find_spec(self, name, path, target=None):
-        if name != "tensorflow":
+        if name != "tensorflow" or self.finding:
             return None
-        sys.meta_path.remove(self)  # once; the real finders do the finding
-        spec = importlib.util.find_spec(name)
+        self.finding = True  # the real finders do the finding
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
+            spec.loader = _QuietLoader(spec.loader, self)
         return spec
 
 

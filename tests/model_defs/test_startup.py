@@ -49,3 +49,11 @@ def test_importing_tensorflow_through_the_package_is_quiet_unless_asked():
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"
     loud = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert loud.returncode == 0 and "oneDNN custom operations are on" in loud.stderr
+
+
+def test_asking_whether_tensorflow_is_installed_does_not_use_up_the_quiet_import():
+    # `python -m pipeline.benchmark --backend tensorflow` asks first (importlib.util.find_spec), then imports.
+    script = "import importlib.util, model_defs; assert importlib.util.find_spec('tensorflow'); " + SCRIPT
+    quiet = subprocess.run([sys.executable, "-c", script], env=project_env(), capture_output=True, text=True,
+                           timeout=120)
+    assert (quiet.returncode, quiet.stderr) == (0, "warn\n")
