@@ -55,3 +55,14 @@ def write_tree(root, layout):
         path = pathlib.Path(root) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+def epoch_images(dataset):
+    """The images of one pass over a batched dataset, each as uint8 bytes (as the grid shows them).
+
+    Which images an epoch holds is fixed by the seed; their order is not
+    (parallel augmentation hands images on as they are finished, so one can
+    move to a neighbouring batch), hence a set.
+    """
+    images = np.concatenate([batch[0].numpy() for batch in dataset])
+    return {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}

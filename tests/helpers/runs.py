@@ -69,6 +69,18 @@ def event_steps(log_dir, tag):
     return [event.step for event in _tensor_events(log_dir, tag)]
 
 
+def image_summaries(log_dir, tag):
+    """(steps, decoded images, description) of the image summary `tag` in `log_dir`."""
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    if tag not in acc.Tags()["tensors"]:
+        return [], [], None
+    events = acc.Tensors(tag)
+    # An image summary's tensor holds [width, height, PNG of each image].
+    images = [tf.image.decode_png(tf.make_ndarray(e.tensor_proto)[2]).numpy() for e in events]
+    return [e.step for e in events], images, acc.SummaryMetadata(tag).summary_description
+
+
 def backup_epoch(run_dir):
     """The epoch of the run's backup, 0 while there is none (or it is being written)."""
     try:

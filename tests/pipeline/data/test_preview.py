@@ -7,22 +7,11 @@ from pipeline import train
 from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
 from pipeline.data.preview import first_training_batch
-from tests.helpers.images import write_tree
+from tests.helpers.images import epoch_images, write_tree
 from tests.helpers.runs import TINY
 
 # A short run with the PCA colour noise on, as a user's run has it.
 SHORT = TINY + ["data.augment.pca_noise=0.1", "train.epochs=1", "train.steps_per_epoch=2"]
-
-
-def epoch_images(dataset):
-    """The images of one pass over a batched dataset, each as uint8 bytes.
-
-    Which images an epoch holds is fixed by the seed; their order is not
-    (parallel augmentation hands images on as they are finished, so one can
-    move to a neighbouring batch), hence a set.
-    """
-    images = np.concatenate([batch[0].numpy() for batch in dataset])
-    return {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
 
 
 def test_first_training_batch_leaves_the_trainers_data_as_it_was():

@@ -7,28 +7,14 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline import evaluate
 from pipeline.data.pipelines import eval_pipeline
 from pipeline.data.sources import load_source
 from pipeline.evaluation import analysis, drawing, evaluator, pictures, scoring
 from pipeline.evaluation.images import to_uint8
-from tests.helpers.runs import make_run
-
-
-def image_summaries(log_dir, tag):
-    """(steps, decoded images, description) of the image summary `tag` in `log_dir`."""
-    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    if tag not in acc.Tags()["tensors"]:
-        return [], [], None
-    events = acc.Tensors(tag)
-    # An image summary's tensor holds [width, height, PNG of each image].
-    images = [tf.image.decode_png(tf.make_ndarray(e.tensor_proto)[2]).numpy() for e in events]
-    return [e.step for e in events], images, acc.SummaryMetadata(tag).summary_description
+from tests.helpers.runs import image_summaries, make_run
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
@@ -32,7 +30,8 @@ from pipeline.training.callbacks import (
     TrainingDiverged,
 )
 from pipeline.training.model import build_model
-from tests.helpers.runs import TINY, event_steps, run_callbacks, scalars
+from tests.helpers.images import epoch_images
+from tests.helpers.runs import TINY, event_steps, image_summaries, run_callbacks, scalars
 
 # A short run with the PCA colour noise on, as a user's run has it.
 SHORT = TINY + [
@@ -43,18 +42,6 @@ SHORT = TINY + [
     "export.keras=false",
     "export.saved_model=false",
 ]
-
-
-def image_summaries(log_dir, tag):
-    """(steps, decoded images, description) of the image summary `tag` in `log_dir`."""
-    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    if tag not in acc.Tags()["tensors"]:
-        return [], [], None
-    events = acc.Tensors(tag)
-    # An image summary's tensor holds [width, height, PNG of each image].
-    images = [tf.image.decode_png(tf.make_ndarray(e.tensor_proto)[2]).numpy() for e in events]
-    return [e.step for e in events], images, acc.SummaryMetadata(tag).summary_description
 
 
 def image_events(log_dir, tag=AUGMENTED_BATCH_TAG):
@@ -68,17 +55,6 @@ def tile(grid, i, size, columns=4, border=2):
     top = border + (i // columns) * (size + border)
     left = border + (i % columns) * (size + border)
     return grid[top : top + size, left : left + size]
-
-
-def epoch_images(dataset):
-    """The images of one pass over a batched dataset, each as uint8 bytes (as the grid shows them).
-
-    Which images an epoch holds is fixed by the seed; their order is not
-    (parallel augmentation hands images on as they are finished, so one can
-    move to a neighbouring batch), hence a set.
-    """
-    images = np.concatenate([batch[0].numpy() for batch in dataset])
-    return {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
 
 
 def compiled_model(learning_rate):
