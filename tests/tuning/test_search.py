@@ -9,7 +9,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from pipeline.config import config_fingerprint, load_config
 from pipeline.errors import ConfigError
 from tests.helpers.experiments import write_experiment
+from tests.helpers.processes import free_ports
 from tests.helpers.runs import project_env, scalars
 from tuning import search
 from tuning.space import override_tree
@@ -52,11 +52,9 @@ def run_main(argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def subprocess_env(**extra):
-    env = project_env(TF_CPP_MIN_LOG_LEVEL="3", **extra)
-    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
-        env.pop(key, None)
-    return env
+def subprocess_env():
+    """project_env (no KerasTuner or TF_CONFIG variables of this process) with TensorFlow's logging off."""
+    return project_env(TF_CPP_MIN_LOG_LEVEL="3")
 
 
 # ---------------------------------------------------------------- checks before any trial
@@ -276,17 +274,11 @@ def test_a_live_search_cannot_be_joined_or_overwritten_through_a_symlink(tmp_pat
 # ---------------------------------------------------------------- distributed tuning
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_chief_and_two_workers_split_the_trials(tmp_path):
     experiment = write_experiment(tmp_path, tune={"max_trials": 4})
     search_dir = tmp_path / "search"
-    port = str(free_port())
+    (port,) = map(str, free_ports())
     env = subprocess_env()
 
     def start(tuner_id):

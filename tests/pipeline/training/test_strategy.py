@@ -7,7 +7,6 @@ subprocesses of their own.
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.training import run as training_run
 from pipeline.training import strategy
+from tests.helpers.processes import free_ports
 from tests.helpers.runs import (
     TINY,
     args,
@@ -30,20 +30,9 @@ from tests.helpers.runs import (
 
 
 def subprocess_env(tmp_path):
-    env = project_env(TMPDIR=str(tmp_path / "tmp"))
-    env.pop("TF_CONFIG", None)
+    """project_env (no TF_CONFIG of this process) with temporary files in tmp_path/tmp."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
-    return env
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    return project_env(TMPDIR=str(tmp_path / "tmp"))
 
 
 def test_tf_config_from_worker_flags():
