@@ -20,10 +20,18 @@ Six pipelines read the same images; all but `decode` produce batches of 224x224x
                no decoding; batches are cut straight out of the records
 Every pipeline runs with --threads tf.data threads (its private thread pool),
 each count in turn. Each figure is the median of --repeats timings of
---passes epochs after a warm-up epoch, the pipelines taking turns, with the
-spread (min-max), in images/s and images/s per CPU core, and the cores the
-process kept busy. The batches are counted inside TensorFlow (as model.fit
-takes them), not in a Python loop.
+--passes epochs, the pipelines taking turns, with the spread (min-max), in
+images/s and images/s per CPU core, and the cores the process kept busy.
+Each pipeline keeps one iterator over its repeated epochs, from which a
+TensorFlow loop takes the batches (as model.fit's training step takes them,
+not in a Python loop): a timing counts the pipeline's steady work, not the
+~0.2 s of building an iterator, which model.fit pays once an epoch (0.02 ms
+a batch over an ImageNet epoch, a quarter of a timing here). Each turn
+builds the pipeline's iterator (only its threads run while it is timed) and
+takes as many batches untimed as it then times, so that the timing starts
+in the steady state, its buffers emptied as fast as they fill. The process's malloc keeps freed memory for the next batch, for
+every pipeline alike (`pipeline.data.memory`; MALLOC_TOP_PAD_=131072 in the
+environment measures with glibc's default).
 """
 
 import os
@@ -44,6 +52,8 @@ from pipeline.errors import ConfigError
 # Training images/s of the paper's network on one fast GPU (an H200, bfloat16: about 21,700): the rate an
 # input pipeline must keep up with.
 GPU_RATE = 20_000
+# Shards of the prepared records (pipeline.prepare writes 1,000 images a shard: one for the 512 images here).
+SHARDS = 8
 
 
 def parse_args(argv=None):
@@ -128,6 +138,30 @@ def count_images(dataset):
     return int(dataset.reduce(np.int64(0), add))
 
 
+def count_batches(dataset):
+    """Batches in one epoch of a dataset of batches."""
+    return int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
+
+
+_TAKE = {}
+
+
+def take_images(iterator, batches):
+    """Takes `batches` batches from an iterator in a TensorFlow loop; returns the images they held."""
+    import tensorflow as tf
+
+    if "take" not in _TAKE:
+        @tf.function
+        def take(iterator, batches):
+            total = tf.constant(0, tf.int64)
+            for _ in tf.range(batches):
+                total += tf.cast(tf.shape(tf.nest.flatten(next(iterator))[0])[0], tf.int64)
+            return total
+
+        _TAKE["take"] = take
+    return int(_TAKE["take"](iterator, tf.constant(batches, tf.int64)))
+
+
 def measure(pipelines, repeats, passes, threads=(1, 2)):
     """images/s of each pipeline at each thread count: `repeats` timings of `passes` epochs each, taken in turns.
 
@@ -145,20 +179,23 @@ def measure(pipelines, repeats, passes, threads=(1, 2)):
     """
 
     keys = [(name, count) for name in pipelines for count in threads]
-    epochs = {(name, count): with_threads(pipelines[name](), count) for name, count in keys}
-    for epoch in epochs.values():
-        # Warm-up: a whole epoch of the very dataset timed (its traced functions, XLA for every batch
-        # shape, the file cache); a dataset built anew would compile its XLA kernels anew.
-        count_images(epoch)
-    datasets = {key: epoch.repeat(passes) for key, epoch in epochs.items()}
+    datasets = {(name, count): with_threads(pipelines[name](), count) for name, count in keys}
+    # Warm-up: a whole epoch of the very dataset timed (its traced functions, XLA for every batch shape, the
+    # file cache); a dataset built anew would compile its XLA kernels anew.
+    batches = {key: count_batches(dataset) * passes for key, dataset in datasets.items()}
     rates = {key: [] for key in keys}
     meters = {key: CoreMeter() for key in keys}
     for _ in range(repeats):
         for key, dataset in datasets.items():
+            # One iterator a turn, so that no other pipeline's threads run during a timing; the batches
+            # taken untimed first bring it to its steady state (buffers emptied as fast as they fill).
+            iterator = iter(dataset.repeat())
+            take_images(iterator, batches[key])
             with meters[key].measure():
                 start = time.perf_counter()
-                count = count_images(dataset)
+                count = take_images(iterator, batches[key])
                 rates[key].append(count / (time.perf_counter() - start))
+            del iterator
     return {key: (rates[key], meters[key].cores) for key in keys}
 
 
@@ -193,6 +230,10 @@ def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
 
+    from pipeline.data.memory import keep_freed_memory
+
+    print(keep_freed_memory())
+
     from pipeline.data.pipelines import build_datasets
     from pipeline.data.sources import load_source
 
@@ -222,7 +263,8 @@ def main(argv=None):
         forms = {"prepared": {}, "square": {"square": True}, "raw": {"image_format": "raw"}}
         prepared = {}
         for name, options in forms.items():
-            records.prepare(load_source(config.data), config, tmp / name, **options)
+            # In several shards, so that reading is parallel, as over ImageNet's 1,282 training shards.
+            records.prepare(load_source(config.data), config, tmp / name, shards=min(SHARDS, len(paths)), **options)
             prepared[name] = load_config([], [f"data.source=records:{tmp / name}", *common])
 
         pipelines = {

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from pipeline.data.augment import BatchAugment, EvalTransform, TrainTransform
 from pipeline.data.decode import skip_undecodable
+from pipeline.data.memory import keep_freed_memory
 from pipeline.data.records import RecordsSource
 from pipeline.data.sources import load_source
 from pipeline.errors import ConfigError
@@ -306,6 +307,7 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
         `Datasets`: training batches of uint8 images (the model normalises
         them), validation batches of float32 images in [0, 255], int32 labels.
     """
+    keep_freed_memory()
     source = load_source(data_config, seed, shard)
     cache, note = cache_decision(data_config, source)
     if note:

@@ -15,7 +15,9 @@ Three forms of image (`python -m pipeline.benchmark --input` measures them):
                     A raw record is not a tf.train.Example but the label (int64,
                     little-endian) followed by the pixels (`RawLayout`), so that
                     training cuts each crop window straight out of a batch of
-                    records, with no parsing.
+                    records, with no parsing. All of a raw dataset's records
+                    are one length, so training reads them as fixed-length
+                    frames of the TFRecord files (`RawLayout.framed`).
 
 A dataset is written into a staging folder beside its place and swapped in
 whole (`pipeline.storage.files.replace_directory`), under a lock beside it.
@@ -50,6 +52,11 @@ IMAGES_PER_SHARD = 1000
 # written before it hold tf.train.Examples, which are still read.
 RAW_RECORD = "int64 label, uint8 pixels"
 LABEL_BYTES = 8
+# A TFRecord file frames each record: its length (uint64) and the length's masked CRC-32C (uint32) before it,
+# the record's masked CRC-32C (uint32) after it.
+FRAME_HEAD, FRAME_TAIL = 12, 4
+# FixedLengthRecordDataset's read buffer for raw frames (its default is 256 KiB, about one 256x256 frame).
+FRAME_READ_BUFFER = 4 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +67,31 @@ class RawLayout:
     little-endian), then the pixels. Older raw datasets (example=True) hold a
     tf.train.Example whose "image" feature holds the pixels; they are parsed
     a batch at a time first.
+
+    framed=True: each record comes as its whole TFRecord frame, read by a
+    `tf.data.FixedLengthRecordDataset` (`frames`): the frame's length field is
+    checked against the record's, its CRC-32C checksums are not (the one
+    per-byte pass over a record that training would otherwise make besides
+    the copies).
     """
 
     side: int
     example: bool = False
+    framed: bool = False
 
     @property
     def row_bytes(self):
         return self.side * 3
+
+    @property
+    def record_bytes(self):
+        """A record's length as written: the label, then the pixels."""
+        return LABEL_BYTES + self.side * self.row_bytes
+
+    @property
+    def frame_bytes(self):
+        """A record's length in a TFRecord file, with its frame."""
+        return FRAME_HEAD + self.record_bytes + FRAME_TAIL
 
     def pixels_and_labels(self, records):
         """Serialized records [N] -> (strings holding the pixels [N], where the pixels start, int32 labels [N])."""
@@ -76,8 +100,18 @@ class RawLayout:
         if self.example:
             parsed = tf.io.parse_example(records, _features(names=False))
             return parsed["image"], 0, tf.cast(parsed["label"], tf.int32)
-        labels = tf.io.decode_raw(tf.strings.substr(records, 0, LABEL_BYTES), tf.int64, little_endian=True)
-        return records, LABEL_BYTES, tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        start = 0
+        if self.framed:
+            lengths = tf.io.decode_raw(tf.strings.substr(records, 0, 8), tf.int64, little_endian=True)
+            # Runs in eager code and in tf.data's traced functions alike (an assertion is a stateful op).
+            tf.debugging.assert_equal(
+                lengths, tf.constant(self.record_bytes, tf.int64),
+                message=f"a raw record's frame does not hold {self.record_bytes} bytes: the prepared dataset is "
+                        "damaged; prepare it again",
+            )  # fmt: skip
+            start = FRAME_HEAD
+        labels = tf.io.decode_raw(tf.strings.substr(records, start, LABEL_BYTES), tf.int64, little_endian=True)
+        return records, start + LABEL_BYTES, tf.cast(tf.reshape(labels, [-1]), tf.int32)
 
     def windows(self, records, offsets, size):
         """Each record's size x size window at offsets [N, 2] (top, left), and the labels.
@@ -96,6 +130,20 @@ class RawLayout:
         position = start + offsets[:, 0] * self.row_bytes + offsets[:, 1] * 3
         length = tf.fill(tf.shape(position), (size - 1) * self.row_bytes + 3 * size)
         return tf.io.decode_raw(tf.strings.substr(pixels, position, length), tf.uint8), labels
+
+    def frames(self, files):
+        """The frames of these TFRecord files as records of this layout (framed=True), or None.
+
+        None when a file's size is not a whole number of frames (records of
+        another length, a compressed or a damaged file): such files are read
+        by `tf.data.TFRecordDataset`, which checks every record.
+        """
+        import tensorflow as tf
+
+        if self.example or not files or any(pathlib.Path(f).stat().st_size % self.frame_bytes for f in files):
+            return None
+        return dataclasses.replace(self, framed=True), lambda file: tf.data.FixedLengthRecordDataset(
+            file, self.frame_bytes, buffer_size=FRAME_READ_BUFFER)
 
     def decode(self, record):
         """One serialized record -> (uint8 image [side, side, 3], int32 label)."""
@@ -315,14 +363,16 @@ def records_source(data_config, seed=0):
         raise DataError(f"{root} holds no prepared dataset (prepared.json); write one with python -m pipeline.prepare")
     summary = json.loads(summary_path.read_text())
 
-    def records(name, shuffle):
-        files = sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
-        dataset = tf.data.Dataset.from_tensor_slices(files)
+    def files(name):
+        return sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
+
+    def records(name, shuffle, reader=tf.data.TFRecordDataset):
+        dataset = tf.data.Dataset.from_tensor_slices(files(name))
         if shuffle:
-            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(len(files(name)), seed=seed, reshuffle_each_iteration=True)
         return dataset.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(len(files), 16),
+            reader,
+            cycle_length=min(len(files(name)), 16),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not shuffle or data_config.deterministic,
         )
@@ -346,8 +396,15 @@ def records_source(data_config, seed=0):
             encoded=True, parse_record=parse_jpeg_record, **common,
         )  # fmt: skip
     layout = RawLayout(int(summary["size"]), example=summary.get("raw_record") != RAW_RECORD)
+    training = layout
+    framed = layout.frames(files("train"))
+    if framed is not None:
+        # Training reads the records as fixed-length frames (no per-record checksum); the splits as decoded
+        # pairs, which evaluation reads once, keep TFRecordDataset's checks.
+        training, reader = framed
+        common["train_records"] = records("train", True, reader)
     return RecordsSource(
         train=records("train", True).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
         validation=records("validation", False).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
-        parse_record=layout.decode, layout=layout, **common,
+        parse_record=training.decode, layout=training, **common,
     )  # fmt: skip

@@ -3,7 +3,16 @@
 import tensorflow as tf
 
 from pipeline import prepare
-from pipeline.bench.input import count_images, decode_pipeline, parse_args, report, with_threads
+from pipeline.bench.input import (
+    count_batches,
+    count_images,
+    decode_pipeline,
+    measure,
+    parse_args,
+    report,
+    take_images,
+    with_threads,
+)
 from pipeline.config import load_config
 from pipeline.data.sources import load_source
 from tests.helpers.images import jpeg_bytes, write_tree
@@ -49,3 +58,15 @@ def test_thread_counts_are_checked():
     assert parse_args(["--threads", "4"]).threads == [4]
     options = with_threads(tf.data.Dataset.range(3), 1).options()
     assert options.threading.private_threadpool_size == 1 and options.threading.max_intra_op_parallelism == 1
+
+
+def test_timings_take_whole_epochs_from_one_iterator():
+    epoch = tf.data.Dataset.range(10).batch(4).map(lambda x: (x, x))  # batches of 4, 4 and 2
+    assert count_batches(epoch) == 3
+    iterator = iter(epoch.repeat())
+    assert take_images(iterator, 3) == 10
+    assert take_images(iterator, 4) == 14  # the same iterator goes on: 4 + 4 + 2, then the next epoch's 4
+    assert [int(x) for x in next(iterator)[0]] == [4, 5, 6, 7]
+    results = measure({"tiny": lambda: epoch}, repeats=2, passes=3, threads=(1,))
+    rates, cores = results["tiny", 1]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates) and cores > 0

@@ -49,8 +49,10 @@ def test_a_raw_record_is_the_label_then_the_pixels(tmp_path):
 def test_windows_cut_from_records_are_the_views_of_the_decoded_images(tmp_path):
     originals, out = _raw_records(tmp_path)
     source = load_source(_config(out))
-    assert isinstance(source, RecordsSource) and source.layout == RawLayout(SIDE)
+    # Training reads the records as whole TFRecord frames, of one length.
+    assert isinstance(source, RecordsSource) and source.layout == RawLayout(SIDE, framed=True)
     serialized = next(iter(source.train_records.batch(6)))
+    assert set(tf.strings.length(serialized).numpy()) == {12 + 8 + SIDE * SIDE * 3 + 4}
     decoded = [source.parse_record(record) for record in serialized]
     assert sorted(image.numpy().tobytes() for image, _ in decoded) == sorted(i.tobytes() for i in originals.values())
     keys = tf.constant([[i, 5] for i in range(6)], tf.int64)
@@ -70,6 +72,44 @@ def test_windows_cut_from_records_are_the_views_of_the_decoded_images(tmp_path):
     cut = plain.from_windows(windows, keys, source.layout.row_bytes).numpy()
     for i, (top, left) in enumerate(crop_offsets(keys, SIDE - 64).numpy()):
         np.testing.assert_array_equal(cut[i], images.numpy()[i, top : top + 64, left : left + 64])
+
+
+def _tfrecord_file(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    return str(path)
+
+
+def test_raw_files_are_read_as_frames_only_when_every_frame_has_the_record_length(tmp_path):
+    layout = RawLayout(4)  # records of 8 + 48 bytes, frames of 72
+    record = struct.pack("<q", 1) + bytes(range(48))
+    even = _tfrecord_file(tmp_path / "even.tfrecord", [record, record])
+    framed, reader = layout.frames([even])
+    assert framed == RawLayout(4, framed=True) and framed.frame_bytes == 72
+    (frame,) = list(reader(even).take(1))
+    image, label = framed.decode(frame)
+    assert int(label) == 1 and image.numpy().tobytes() == bytes(range(48))
+    # A record of another length anywhere (or a damaged or compressed file): TFRecordDataset reads, checking.
+    odd = _tfrecord_file(tmp_path / "odd.tfrecord", [record, record + b"x"])
+    assert layout.frames([even, odd]) is None
+    assert RawLayout(4, example=True).frames([even]) is None
+
+
+def test_a_frame_whose_length_field_is_not_the_records_is_refused(tmp_path):
+    import pytest
+
+    layout = RawLayout(4)
+    # Two records 4 bytes short and long: the file holds two frames' bytes, but not two frames.
+    damaged = _tfrecord_file(tmp_path / "damaged.tfrecord", [bytes(52), bytes(60)])
+    framed, reader = layout.frames([damaged])
+    frames = next(iter(reader(damaged).batch(2)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="frame does not hold 56 bytes: the prepared dataset"):
+        framed.windows(frames, tf.zeros([2, 2], tf.int32), 2)
+    # And where training cuts them, in a tf.data map.
+    windows = reader(damaged).batch(2).map(lambda frames: framed.windows(frames, tf.zeros([2, 2], tf.int32), 2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="frame does not hold 56 bytes"):
+        next(iter(windows))
 
 
 def test_raw_records_written_as_examples_read_the_same(tmp_path):
