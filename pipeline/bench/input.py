@@ -49,8 +49,8 @@ from pipeline.data import records
 from pipeline.data.records import parse_jpeg_record
 from pipeline.errors import ConfigError
 
-# Training images/s of the paper's network on one fast GPU (an H200, bfloat16: about 21,700): the rate an
-# input pipeline must keep up with.
+# Training images/s of the paper's network on one fast GPU, in round figures (one H200, bfloat16, this project's
+# model on JAX: 30,844; benchmarks/gpu/results/h200-2026-11-30): the rate an input pipeline must keep up with.
 GPU_RATE = 20_000
 # Shards of the prepared records (pipeline.prepare writes 1,000 images a shard: one for the 512 images here).
 SHARDS = 8

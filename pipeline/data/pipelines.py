@@ -296,6 +296,9 @@ def cache_decision(data_config, source, available=None):
 def build_datasets(data_config, batch_size, seed=0, shard=None):
     """The batched training and validation pipelines for a `DataConfig`.
 
+    Sets the process's malloc to keep freed memory for the next batch
+    (`pipeline.data.memory.keep_freed_memory`), once.
+
     Args:
         data_config: `pipeline.config.DataConfig`.
         batch_size: global batch size.
