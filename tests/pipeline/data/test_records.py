@@ -166,3 +166,27 @@ def test_jpeg_records_are_parsed_where_they_are_decoded(tmp_path):
     assert tf.io.decode_jpeg(data).shape == (256, 341, 3) and label.dtype == tf.int32
     images, labels = next(iter(build_datasets(config, batch_size=8).train))
     assert images.shape == (3, 224, 224, 3) and images.dtype == tf.uint8 and labels.shape == (3,)
+
+
+def test_jpeg_records_batched_before_decoding_give_the_views_of_one_image_at_a_time(tmp_path, monkeypatch):
+    from pipeline.data import pipelines
+    from tests.helpers.images import jpeg_bytes
+
+    write_tree(tmp_path / "images", {f"train/c{i % 3}/{i}.jpg": jpeg_bytes(90 + 7 * i, 120, seed=i) for i in range(11)})
+    out = tmp_path / "jpeg"
+    assert prepare.main(["--set", f"data.source=folder:{tmp_path / 'images'}", "--set", "data.validation_fraction=0.1",
+                         "--size", "80", "--output", str(out)]) == 0
+    config = _config(out, "data.augment.crop=random", "data.augment.flip=true", "data.augment.pca_noise=0.1",
+                     "data.deterministic=true")
+
+    def batches():
+        return [(images.numpy(), labels.numpy()) for images, labels in build_datasets(config, batch_size=4, seed=5).train]
+
+    batched = batches()
+    # The earlier path: each record cropped in a parallel map with its own seed, then batched.
+    monkeypatch.setattr(pipelines, "_batched_decodes", pipelines._per_image_views)
+    one_at_a_time = batches()
+    assert [images.shape for images, _ in batched] == [(4, 64, 64, 3), (4, 64, 64, 3), (2, 64, 64, 3)]
+    for (images, labels), (expected_images, expected_labels) in zip(batched, one_at_a_time, strict=True):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
