@@ -367,12 +367,13 @@ def records_source(data_config, seed=0):
         return sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
 
     def records(name, shuffle, reader=tf.data.TFRecordDataset):
-        dataset = tf.data.Dataset.from_tensor_slices(files(name))
+        shards = files(name)
+        dataset = tf.data.Dataset.from_tensor_slices(shards)
         if shuffle:
-            dataset = dataset.shuffle(len(files(name)), seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
         return dataset.interleave(
             reader,
-            cycle_length=min(len(files(name)), 16),
+            cycle_length=min(len(shards), 16),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not shuffle or data_config.deterministic,
         )
