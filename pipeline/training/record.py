@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline.data import memory
 from pipeline.storage.files import atomic_write_text
 from pipeline.storage.models import save_keras
 
@@ -160,6 +161,7 @@ def environment(devices, choices=()):
         "git_commit": commit,
         "git_dirty": bool(_git("status", "--porcelain")) if commit else None,
         "choices": list(choices),
+        "malloc": memory.applied(),  # what the input pipeline set (pipeline.data.memory), None if not yet built
     }
 
 

@@ -49,9 +49,15 @@ def test_the_best_checkpoint_is_the_model_of_the_lowest_epoch_and_carries_its_st
     assert again.get_state() == {"best": 0.7, "best_epoch": 2}
 
 
-def test_environment_json_gets_one_session_per_start_and_survives_damage(tmp_path):
+def test_environment_json_gets_one_session_per_start_and_survives_damage(tmp_path, monkeypatch):
+    from pipeline.data import memory
+
+    monkeypatch.setitem(memory._state, "applied", None)
     session = environment(["/cpu:0"], ["train.precision: float32"])
     assert {"python", "tensorflow", "keras", "devices", "cpu", "git_commit", "command", "choices"} <= set(session)
+    assert session["malloc"] is None  # no input pipeline built yet
+    line = memory.keep_freed_memory()
+    assert line and environment(["/cpu:0"])["malloc"] == line
     assert session["devices"] == ["/cpu:0"] and isinstance(session["cpu"]["flags"], list)
     path = tmp_path / "environment.json"
     record_environment(path, {"n": 1})
