@@ -132,18 +132,23 @@ class RawLayout:
         return tf.io.decode_raw(tf.strings.substr(pixels, position, length), tf.uint8), labels
 
     def frames(self, files):
-        """The frames of these TFRecord files as records of this layout (framed=True), or None.
+        """This layout with framed=True if these TFRecord files can be read as its frames, else None.
 
         None when a file's size is not a whole number of frames (records of
         another length, a compressed or a damaged file): such files are read
         by `tf.data.TFRecordDataset`, which checks every record.
         """
-        import tensorflow as tf
-
         if self.example or not files or any(pathlib.Path(f).stat().st_size % self.frame_bytes for f in files):
             return None
-        return dataclasses.replace(self, framed=True), lambda file: tf.data.FixedLengthRecordDataset(
-            file, self.frame_bytes, buffer_size=FRAME_READ_BUFFER)
+        return dataclasses.replace(self, framed=True)
+
+    def read(self, file):
+        """The records of one TFRecord file, as this layout takes them: whole frames when framed."""
+        import tensorflow as tf
+
+        if self.framed:
+            return tf.data.FixedLengthRecordDataset(file, self.frame_bytes, buffer_size=FRAME_READ_BUFFER)
+        return tf.data.TFRecordDataset(file)
 
     def decode(self, record):
         """One serialized record -> (uint8 image [side, side, 3], int32 label)."""
@@ -386,26 +391,22 @@ def records_source(data_config, seed=0):
         class_names=(root / LABELS).read_text().splitlines(),
         train_size=summary["splits"]["train"]["images"],
         validation_size=summary["splits"]["validation"]["images"],
-        train_bytes=sum(p.stat().st_size for p in root.glob("train-*.tfrecord")),
-        train_records=records("train", True),
+        train_bytes=sum(pathlib.Path(f).stat().st_size for f in files("train")),
         stored_side=int(summary["size"]),
     )
     if summary.get("format", "jpeg") != "raw":
         return RecordsSource(
             train=records("train", True).map(parse, num_parallel_calls=tf.data.AUTOTUNE),
             validation=records("validation", False).map(parse, num_parallel_calls=tf.data.AUTOTUNE),
-            encoded=True, parse_record=parse_jpeg_record, **common,
+            train_records=records("train", True), encoded=True, parse_record=parse_jpeg_record, **common,
         )  # fmt: skip
     layout = RawLayout(int(summary["size"]), example=summary.get("raw_record") != RAW_RECORD)
-    training = layout
-    framed = layout.frames(files("train"))
-    if framed is not None:
-        # Training reads the records as fixed-length frames (no per-record checksum); the splits as decoded
-        # pairs, which evaluation reads once, keep TFRecordDataset's checks.
-        training, reader = framed
-        common["train_records"] = records("train", True, reader)
+    # Training reads the records as fixed-length frames where it can (no per-record checksum); the splits as
+    # decoded pairs, which evaluation reads once, keep TFRecordDataset's checks.
+    training = layout.frames(files("train")) or layout
     return RecordsSource(
         train=records("train", True).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
         validation=records("validation", False).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
-        parse_record=training.decode, layout=training, **common,
+        train_records=records("train", True, training.read), parse_record=training.decode, layout=training,
+        **common,
     )  # fmt: skip

@@ -85,9 +85,9 @@ def test_raw_files_are_read_as_frames_only_when_every_frame_has_the_record_lengt
     layout = RawLayout(4)  # records of 8 + 48 bytes, frames of 72
     record = struct.pack("<q", 1) + bytes(range(48))
     even = _tfrecord_file(tmp_path / "even.tfrecord", [record, record])
-    framed, reader = layout.frames([even])
+    framed = layout.frames([even])
     assert framed == RawLayout(4, framed=True) and framed.frame_bytes == 72
-    (frame,) = list(reader(even).take(1))
+    (frame,) = list(framed.read(even).take(1))
     image, label = framed.decode(frame)
     assert int(label) == 1 and image.numpy().tobytes() == bytes(range(48))
     # A record of another length anywhere (or a damaged or compressed file): TFRecordDataset reads, checking.
@@ -102,12 +102,12 @@ def test_a_frame_whose_length_field_is_not_the_records_is_refused(tmp_path):
     layout = RawLayout(4)
     # Two records 4 bytes short and long: the file holds two frames' bytes, but not two frames.
     damaged = _tfrecord_file(tmp_path / "damaged.tfrecord", [bytes(52), bytes(60)])
-    framed, reader = layout.frames([damaged])
-    frames = next(iter(reader(damaged).batch(2)))
+    framed = layout.frames([damaged])
+    frames = next(iter(framed.read(damaged).batch(2)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="frame does not hold 56 bytes: the prepared dataset"):
         framed.windows(frames, tf.zeros([2, 2], tf.int32), 2)
     # And where training cuts them, in a tf.data map.
-    windows = reader(damaged).batch(2).map(lambda frames: framed.windows(frames, tf.zeros([2, 2], tf.int32), 2))
+    windows = framed.read(damaged).batch(2).map(lambda frames: framed.windows(frames, tf.zeros([2, 2], tf.int32), 2))
     with pytest.raises(tf.errors.InvalidArgumentError, match="frame does not hold 56 bytes"):
         next(iter(windows))
 
