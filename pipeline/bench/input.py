@@ -22,18 +22,20 @@ Every pipeline runs with --threads tf.data threads (its private thread pool),
 each count in turn. Each figure is the median of --repeats timings of
 --passes epochs, the pipelines taking turns, with the spread (min-max), in
 images/s and images/s per CPU core, and the cores the process kept busy.
-Each pipeline keeps one iterator over its repeated epochs, from which a
-TensorFlow loop takes the batches (as model.fit's training step takes them,
-not in a Python loop): a timing counts the pipeline's steady work, not the
-~0.2 s of building an iterator, which model.fit pays once an epoch (0.02 ms
-a batch over an ImageNet epoch, a quarter of a timing here). Each turn
-builds the pipeline's iterator (only its threads run while it is timed) and
-takes as many batches untimed as it then times, so that the timing starts
-in the steady state, its buffers emptied as fast as they fill. The process's malloc keeps freed memory for the next batch, for
-every pipeline alike (`pipeline.data.memory`; MALLOC_TOP_PAD_=131072 in the
-environment measures with glibc's default).
+Each turn builds one iterator over the pipeline's repeated epochs (only its
+threads run while it is timed), takes as many batches untimed as it then
+times, so that the timing starts in the steady state with its buffers
+emptied as fast as they fill, and times batches taken in a TensorFlow loop
+(as model.fit's training step takes them, not in a Python loop). So a
+timing counts the pipeline's steady work, not the ~0.2 s of building an
+iterator, which model.fit pays once an epoch (0.02 ms a batch over an
+ImageNet epoch, a quarter of a timing here). The process's malloc keeps
+freed memory for the next batch, for every pipeline alike
+(`pipeline.data.memory`; MALLOC_TOP_PAD_=131072 in the environment measures
+with glibc's default).
 """
 
+import functools
 import os
 import pathlib
 import statistics
@@ -52,7 +54,7 @@ from pipeline.errors import ConfigError
 # Training images/s of the paper's network on one fast GPU, in round figures (one H200, bfloat16, this project's
 # model on JAX: 30,844; benchmarks/gpu/results/h200-2026-11-30): the rate an input pipeline must keep up with.
 GPU_RATE = 20_000
-# Shards of the prepared records (pipeline.prepare writes 1,000 images a shard: one for the 512 images here).
+# Shards of the prepared records (pipeline.prepare writes 1,000 images a shard: two for the images here).
 SHARDS = 8
 
 
@@ -131,38 +133,34 @@ def with_threads(dataset, threads):
     return dataset.with_options(options)
 
 
-def count_images(dataset):
-    """Images in a dataset of batches, counted inside TensorFlow (no Python per batch, as in model.fit)."""
-    import tensorflow as tf
-
-    def add(total, batch):
-        return total + tf.cast(tf.shape(tf.nest.flatten(batch)[0])[0], tf.int64)
-
-    return int(dataset.reduce(np.int64(0), add))
-
-
 def count_batches(dataset):
     """Batches in one epoch of a dataset of batches."""
     return int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
 
 
-_TAKE = {}
+@functools.cache
+def _take_function():
+    import tensorflow as tf
+
+    @tf.function
+    def take(iterator, batches):
+        total = tf.constant(0, tf.int64)
+        for _ in tf.range(batches):
+            total += tf.cast(tf.shape(tf.nest.flatten(next(iterator))[0])[0], tf.int64)
+        return total
+
+    return take
 
 
 def take_images(iterator, batches):
-    """Takes `batches` batches from an iterator in a TensorFlow loop; returns the images they held."""
+    """Takes `batches` batches from an iterator in a TensorFlow loop (no Python per batch, as in model.fit).
+
+    Returns:
+        The images those batches held.
+    """
     import tensorflow as tf
 
-    if "take" not in _TAKE:
-        @tf.function
-        def take(iterator, batches):
-            total = tf.constant(0, tf.int64)
-            for _ in tf.range(batches):
-                total += tf.cast(tf.shape(tf.nest.flatten(next(iterator))[0])[0], tf.int64)
-            return total
-
-        _TAKE["take"] = take
-    return int(_TAKE["take"](iterator, tf.constant(batches, tf.int64)))
+    return int(_take_function()(iterator, tf.constant(batches, tf.int64)))
 
 
 def measure(pipelines, repeats, passes, threads=(1, 2)):
