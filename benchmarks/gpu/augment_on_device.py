@@ -42,19 +42,12 @@ def augmented_model(base, config, image_size):
     """The compiled model: DeviceAugment in front of `base`, compiled as `bare_model` compiles."""
     import keras
 
-    from model_defs.optimizers import PaperSGD
+    from pipeline.bench.step import compile_bare
 
     images = keras.Input((image_size, image_size, 3), dtype="uint8")
     flip = keras.Input((), dtype="bool")
     shift = keras.Input((3,), dtype="int32")
-    model = keras.Model([images, flip, shift], base(device_augment_layer()(images, flip, shift)))
-    opt = config.train.optimizer
-    model.compile(
-        optimizer=PaperSGD(learning_rate=opt.learning_rate, momentum=opt.momentum, nesterov=opt.nesterov,
-                           coupled_weight_decay=opt.weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )  # fmt: skip
-    return model
+    return compile_bare(keras.Model([images, flip, shift], base(device_augment_layer()(images, flip, shift))), config)
 
 
 def main(argv=None):

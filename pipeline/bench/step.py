@@ -120,13 +120,21 @@ def bare_model(config, num_classes, lrn_implementation="auto", jit=None):
     import keras
 
     from model_defs.layers import LocalResponseNormalization
-    from model_defs.optimizers import PaperSGD
 
     keras.backend.clear_session()
     model = build_model(config, num_classes)
     for layer in model.layers:
         if isinstance(layer, LocalResponseNormalization):
             layer.implementation = lrn_implementation
+    return compile_bare(model, config, jit)
+
+
+def compile_bare(model, config, jit=None):
+    """Compiles `model` as `bare_model` does: `PaperSGD` from train.optimizer, cross-entropy on logits, no metrics."""
+    import keras
+
+    from model_defs.optimizers import PaperSGD
+
     opt = config.train.optimizer
     model.compile(
         optimizer=PaperSGD(learning_rate=opt.learning_rate, momentum=opt.momentum, nesterov=opt.nesterov,
