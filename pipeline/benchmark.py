@@ -27,6 +27,7 @@ from pipeline.bench.backend import (  # imports no Keras
 )
 from pipeline.config import load_config
 from pipeline.console import cli
+from pipeline.data.memory import keep_freed_memory
 from pipeline.errors import ConfigError
 
 USAGE = __doc__.split("\n\n")[1]
@@ -165,6 +166,7 @@ def _run_tensorflow(argv):
     if args.jit is not None:
         overrides.append(f"train.jit_compile={str(args.jit).lower()}")
     config = load_config(args.config, overrides)
+    keep_freed_memory()  # before TensorFlow loads: the fit reads records through the input pipeline
     from pipeline.bench.report import benchmark
 
     benchmark(config, args.batch_size, args.repeats, args.steps, args.warmup, fit=args.fit, torch=args.torch,

@@ -21,6 +21,7 @@ import sys
 
 from pipeline.config import load_config
 from pipeline.console import cli
+from pipeline.data.memory import keep_freed_memory
 from pipeline.errors import ConfigError
 from pipeline.storage.rundir import DEFAULT_RUNS
 from pipeline.training import run as training_run
@@ -58,6 +59,7 @@ def main(argv=None):
             f"--worker-hosts needs train.strategy auto or multi_worker, not {config.train.strategy}"
         )
     run_dir = args.run_dir or DEFAULT_RUNS / config.name
+    keep_freed_memory()  # before TensorFlow loads (pipeline.data.memory)
     training_run.train(config, run_dir, overwrite=args.overwrite, tf_config=tf_config)
 
 

@@ -21,6 +21,7 @@ import time
 from model_defs import keras_private
 from pipeline.config import DEFAULT_CONFIG, load_config
 from pipeline.console import cli
+from pipeline.data.memory import keep_freed_memory
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.evaluation.references import has_top5
 from pipeline.storage.rundir import DEFAULT_RUNS
@@ -291,6 +292,7 @@ def main(argv=None):
         print(config.to_yaml(), end="")
         return
     search_dir = args.dir or DEFAULT_RUNS / f"{config.name}_search"
+    keep_freed_memory()  # before TensorFlow loads (pipeline.data.memory)
     with distributed.environ(distributed.tuner_environment(args.tuner_id, args.oracle_ip, args.oracle_port)):
         result = search(config, search_dir, overwrite=args.overwrite, command_args=_command_args(args))
     if result is not None and result.best is None:

@@ -30,9 +30,9 @@ emptied as fast as they fill, and times batches taken in a TensorFlow loop
 timing counts the pipeline's steady work, not the ~0.2 s of building an
 iterator, which model.fit pays once an epoch (0.02 ms a batch over an
 ImageNet epoch, a quarter of a timing here). The process's malloc keeps
-freed memory for the next batch, for every pipeline alike
-(`pipeline.data.memory`; MALLOC_TOP_PAD_=131072 in the environment measures
-with glibc's default).
+freed memory for the next batch, in a few heaps, for every pipeline alike
+(`pipeline.data.memory`; MALLOC_ARENA_MAX=16 in the environment measures
+with glibc's own heap limit on 2 cores).
 """
 
 import functools
@@ -48,6 +48,7 @@ from pipeline.bench.timing import CoreMeter
 from pipeline.config import load_config
 from pipeline.console import cli
 from pipeline.data import records
+from pipeline.data.memory import keep_freed_memory
 from pipeline.data.records import parse_jpeg_record
 from pipeline.errors import ConfigError
 
@@ -229,11 +230,8 @@ def report(results, threads, out=print):
 def main(argv=None):
     """Measures the input pipelines and prints the table (`python -m pipeline.benchmark --input`)."""
     args = parse_args(argv)
+    print(keep_freed_memory())  # before TensorFlow loads
     import tensorflow as tf
-
-    from pipeline.data.memory import keep_freed_memory
-
-    print(keep_freed_memory())
 
     from pipeline.data.pipelines import build_datasets
     from pipeline.data.sources import load_source
