@@ -131,6 +131,8 @@ def test_a_redirected_log_has_plain_lines_known_epoch_lengths_and_the_runs_time_
 
 
 @pytest.mark.slow
+# Keras warns that the input "ran out of data" whenever a dataset of unknown length ends (as in pipeline.training.core).
+@pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning")
 def test_the_run_keeps_its_history_its_best_epoch_and_its_environment(finished_run):
     rows = list(csv.DictReader(open(finished_run / "history.csv")))
     assert [row["epoch"] for row in rows] == ["1", "2"]
