@@ -17,13 +17,11 @@ from pipeline.storage.files import (
     CONFIG_FILE,
     FILE,
     TEMPORARY,
-    DirectoryError,
     atomic_write_text,
-    check_ours,
     remove_entries,
     tensorboard_tree,
 )
-from pipeline.storage.locks import DirectoryLock
+from pipeline.storage.locks import DirectoryLock, OwnedDirectory
 from pipeline.storage.rundir import changed_keys
 
 BEST_FILE = "best.yaml"
@@ -65,7 +63,7 @@ def check_resumable(search_dir, config):
         )
 
 
-class SearchDir:
+class SearchDir(OwnedDirectory):
     """A search directory opened by the process that owns it (a single search, or the chief's).
 
     Use as a context manager: entering locks the directory itself (a second
@@ -81,41 +79,13 @@ class SearchDir:
         overwrite: start afresh, deleting a search of this project there.
     """
 
+    kind, tree = "search", SEARCH_TREE
+
     def __init__(self, path, config, overwrite=False):
-        self.path = pathlib.Path(path)
-        self.config = config
-        self.overwrite = overwrite
-        self.begun = False
-        self._lock = DirectoryLock(
-            self.path, f"{self.path} is in use by another search: wait for it to finish, or choose another --dir"
-        )
+        lock = DirectoryLock(path, f"{path} is in use by another search: wait for it to finish, or choose another --dir")
+        super().__init__(path, config, overwrite, lock)
 
-    def __enter__(self):
-        if self.path.exists() and not self.path.is_dir():
-            raise DirectoryError(f"{self.path} is a file, not a search directory: choose another --dir")
-        self._lock.acquire()
-        try:
-            self._check_existing()
-        except BaseException:
-            self._lock.release(remove_created=True)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self._lock.release(remove_created=not self.begun)
-        return False
-
-    def _check_existing(self):
-        if not any(self.path.iterdir()):
-            return
-        if self.overwrite:
-            check_ours(self.path, SEARCH_TREE, "search")
-            return
-        if not (self.path / CONFIG_FILE).is_file():
-            raise DirectoryError(
-                f"{self.path} is not empty and holds no {CONFIG_FILE}: it is not a search directory of this "
-                "project; choose another --dir"
-            )
+    def _check_saved(self):
         check_resumable(self.path, self.config)
 
     def begin(self):

@@ -2,6 +2,8 @@
 
 - `DirectoryLock`: an exclusive lock on a directory itself (flock on an open handle of it): nothing is
   written to take it, and the kernel releases it when the process dies. Run and search directories.
+- `OwnedDirectory`: what a run and a search directory share: locked on entering, checked, and left
+  as it was found by a process that never began writing.
 - `locked` / `take_lock`: a lock file beside a directory that is swapped whole (a prepared dataset),
   named from its real path (`lock_file_for`) and removed when released.
 """
@@ -11,7 +13,7 @@ import fcntl
 import os
 import pathlib
 
-from pipeline.storage.files import DirectoryError
+from pipeline.storage.files import CONFIG_FILE, DirectoryError, check_ours
 
 
 class DirectoryLock:
@@ -97,6 +99,73 @@ class DirectoryLock:
     def __exit__(self, *exc):
         self.release()
         return False
+
+
+class OwnedDirectory:
+    """A directory one process writes into, as a context manager (`RunDir`, `SearchDir`).
+
+    Entering refuses a file in its place, takes `lock` (a `DirectoryLock`),
+    checks what the directory holds and, with `begin_on_enter`, calls
+    `begin`. If that fails, or the process never calls `begin`, the lock is
+    released and the directories created to take it are removed again: a
+    start that fails writes nothing.
+
+    A directory that holds anything must be one of this kind: with
+    `overwrite`, everything in it must be in `tree` (`check_ours`), else it
+    must hold a config.yaml, which `_check_saved` (each kind its own) then
+    checks against this process's config.
+
+    Subclasses set `kind` ("run", "search"), `option` (the command-line
+    option naming the directory) and `tree`, and write `_check_saved` and
+    `begin` (which sets `self.begun`).
+    """
+
+    kind = "owned"
+    option = "--dir"
+    tree = {}
+
+    def __init__(self, path, config, overwrite, lock, begin_on_enter=False):
+        self.path = pathlib.Path(path)
+        self.config = config
+        self.overwrite = overwrite
+        self.begun = False
+        self._lock = lock
+        self._begin_on_enter = begin_on_enter
+
+    def __enter__(self):
+        if self.path.exists() and not self.path.is_dir():
+            raise DirectoryError(f"{self.path} is a file, not a {self.kind} directory: choose another {self.option}")
+        self._lock.acquire()
+        try:
+            self._check_existing()
+            if self._begin_on_enter:
+                self.begin()
+        except BaseException:
+            self._lock.release(remove_created=True)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release(remove_created=not self.begun)
+        return False
+
+    def _check_existing(self):
+        if not any(self.path.iterdir()):
+            return
+        if self.overwrite:
+            # Only a directory that is recognisably one of this kind is replaced (by `begin`).
+            check_ours(self.path, self.tree, self.kind)
+            return
+        if not (self.path / CONFIG_FILE).is_file():
+            raise DirectoryError(
+                f"{self.path} is not empty and holds no {CONFIG_FILE}: it is not a {self.kind} directory of this "
+                f"project; choose another {self.option}"
+            )
+        self._check_saved()
+
+    def _check_saved(self):
+        """Refuses a directory whose config.yaml this process may not continue (each kind its own rules)."""
+        raise NotImplementedError
 
 
 def lock_file_for(target):

@@ -34,11 +34,10 @@ from pipeline.storage.files import (
     TEMPORARY,
     DirectoryError,
     atomic_write_text,
-    check_ours,
     remove_entries,
     tensorboard_tree,
 )
-from pipeline.storage.locks import DirectoryLock
+from pipeline.storage.locks import DirectoryLock, OwnedDirectory
 
 DEFAULT_RUNS = pathlib.Path("runs")  # where runs/<name> and searches runs/<name>_search go by default
 METRICS_FILE = "metrics.json"
@@ -85,7 +84,7 @@ def lock_run(path, what="--run-dir"):
     )
 
 
-class RunDir:
+class RunDir(OwnedDirectory):
     """A run directory opened for training.
 
     Use as a context manager. Entering locks the directory (a second process
@@ -103,31 +102,11 @@ class RunDir:
         begin: call `begin()` on entering (False: the caller calls it).
     """
 
+    kind, option, tree = "run", "--run-dir", RUN_TREE
+
     def __init__(self, path, config, overwrite=False, begin=True):
-        self.path = pathlib.Path(path)
-        self.config = config
-        self.overwrite = overwrite
+        super().__init__(path, config, overwrite, lock_run(path), begin_on_enter=begin)
         self.resumed = False
-        self.begun = False
-        self._begin_on_enter = begin
-        self._lock = lock_run(self.path)
-
-    def __enter__(self):
-        if self.path.exists() and not self.path.is_dir():
-            raise DirectoryError(f"{self.path} is a file, not a run directory: choose another --run-dir")
-        self._lock.acquire()
-        try:
-            self._check_existing()
-            if self._begin_on_enter:
-                self.begin()
-        except BaseException:
-            self._lock.release(remove_created=True)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self._lock.release(remove_created=not self.begun)
-        return False
 
     def begin(self):
         """Makes the directory this run's: the old run deleted (with overwrite), config.yaml written."""
@@ -139,18 +118,7 @@ class RunDir:
             atomic_write_text(self.path / CONFIG_FILE, self.config.to_yaml())
         self.begun = True
 
-    def _check_existing(self):
-        if not any(self.path.iterdir()):
-            return
-        if self.overwrite:
-            # Only a directory that is recognisably a run of this project is replaced (by `begin`).
-            check_ours(self.path, RUN_TREE, "run")
-            return
-        if not (self.path / CONFIG_FILE).is_file():
-            raise DirectoryError(
-                f"{self.path} is not empty and holds no {CONFIG_FILE}: it is not a run directory of this project; "
-                "choose another --run-dir"
-            )
+    def _check_saved(self):
         if self.finished:
             raise DirectoryError(
                 f"{self.path} holds a finished run; pass --overwrite to train it again, "
