@@ -9,8 +9,9 @@ Writes 1,536 synthetic 500x375 JPEGs, prepares them as raw 256x256 records in
 heap count, starts a process with MALLOC_ARENA_MAX set to it, which takes
 --segments x --batches training batches (224 crops, batch --batch-size, one
 tf.data thread) from one iterator and prints, per segment, the images/s per busy
-core (CPU time) and the process's resident memory after it. M_TOP_PAD is
-this project's setting in every process (`pipeline.data.memory`). An epoch
+core (CPU time) and the process's resident memory after it. M_MMAP_THRESHOLD
+and M_TOP_PAD are this project's settings in every process
+(`pipeline.data.memory`). An epoch
 here is 12 batches, and the shuffle buffer holds all 1,521 training images:
 every epoch drains and refills it.
 """
@@ -23,11 +24,6 @@ import sys
 import tempfile
 import time
 
-COMMON = [
-    "data.image_size=224", "data.resize=256", "data.cache=false", "data.validation_fraction=0.01",
-    "data.augment.crop=random", "data.augment.flip=true", "data.augment.pca_noise=0.1",
-]  # fmt: skip
-
 
 def resident_gib():
     """This process's resident memory (VmRSS), GiB."""
@@ -39,12 +35,12 @@ def child(records, segments, batches, batch_size):
     """Runs in the measured process: per segment, images/s per busy core and resident memory."""
     from pipeline.data.memory import heaps, keep_freed_memory
 
-    keep_freed_memory()  # M_TOP_PAD; the heaps from MALLOC_ARENA_MAX
-    from pipeline.bench.input import take_images, with_threads
+    keep_freed_memory()  # M_MMAP_THRESHOLD and M_TOP_PAD; the heaps come from MALLOC_ARENA_MAX
+    from pipeline.bench.input import TRAINING_VIEW, take_images, with_threads
     from pipeline.config import load_config
     from pipeline.data.pipelines import build_datasets
 
-    config = load_config([], [f"data.source=records:{records}", *COMMON])
+    config = load_config([], [f"data.source=records:{records}", *TRAINING_VIEW])
     iterator = iter(with_threads(build_datasets(config.data, batch_size).train, 1).repeat())
     cells = []
     for _ in range(segments):
@@ -65,7 +61,7 @@ def main(argv=None):
     if args.child:
         return child(args.child, args.segments, args.batches, args.batch_size)
 
-    from pipeline.bench.input import SHARDS, write_synthetic_jpegs
+    from pipeline.bench.input import SHARDS, TRAINING_VIEW, write_synthetic_jpegs
     from pipeline.config import load_config
     from pipeline.data import records
     from pipeline.data.sources import load_source
@@ -73,7 +69,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         write_synthetic_jpegs(tmp / "jpegs", 1536)
-        config = load_config([], [f"data.source=folder:{tmp / 'jpegs'}", *COMMON])
+        config = load_config([], [f"data.source=folder:{tmp / 'jpegs'}", *TRAINING_VIEW])
         records.prepare(load_source(config.data), config, tmp / "raw", shards=SHARDS, image_format="raw")
         print(f"\nraw records, 1 tf.data thread, {len(os.sched_getaffinity(0))} cores; per segment of {args.batches} "
               f"batches of {args.batch_size}: images/s per busy core, resident GiB after it")

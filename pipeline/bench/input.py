@@ -55,6 +55,11 @@ from pipeline.errors import ConfigError
 # Training images/s of the paper's network on one fast GPU, in round figures (one H200, bfloat16, this project's
 # model on JAX: 30,844; benchmarks/gpu/results/h200-2026-11-30): the rate an input pipeline must keep up with.
 GPU_RATE = 20_000
+# The training views every pipeline makes: the paper's 224 crops of the central 256 square, flips, colour noise.
+TRAINING_VIEW = [
+    "data.image_size=224", "data.resize=256", "data.cache=false", "data.validation_fraction=0.01",
+    "data.augment.crop=random", "data.augment.flip=true", "data.augment.pca_noise=0.1",
+]  # fmt: skip
 # Shards of the prepared records (pipeline.prepare writes 1,000 images a shard: two for the images here).
 SHARDS = 8
 
@@ -254,17 +259,13 @@ def main(argv=None):
                 linked.symlink_to(path.resolve())
             folder = tmp / "linked"
         paths = sorted(str(p) for p in folder.rglob("*") if p.is_file())
-        common = [
-            "data.image_size=224", "data.resize=256", "data.cache=false", "data.validation_fraction=0.01",
-            "data.augment.crop=random", "data.augment.flip=true", "data.augment.pca_noise=0.1",
-        ]  # fmt: skip
-        config = load_config([], [f"data.source=folder:{folder}", *common])
+        config = load_config([], [f"data.source=folder:{folder}", *TRAINING_VIEW])
         forms = {"prepared": {}, "square": {"square": True}, "raw": {"image_format": "raw"}}
         prepared = {}
         for name, options in forms.items():
             # In several shards, so that reading is parallel, as over ImageNet's 1,282 training shards.
             records.prepare(load_source(config.data), config, tmp / name, shards=min(SHARDS, len(paths)), **options)
-            prepared[name] = load_config([], [f"data.source=records:{tmp / name}", *common])
+            prepared[name] = load_config([], [f"data.source=records:{tmp / name}", *TRAINING_VIEW])
 
         pipelines = {
             "reference": lambda: reference_pipeline(paths, args.batch_size),
