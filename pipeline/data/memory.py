@@ -39,6 +39,7 @@ the commands (`pipeline.train`, `tuning.search`, `pipeline.benchmark`) call
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -53,13 +54,20 @@ SETTINGS = {"MALLOC_MMAP_THRESHOLD_": M_MMAP_THRESHOLD, "MALLOC_TOP_PAD_": M_TOP
 _state = {"applied": None}
 
 
+# Each looked up once: platform.libc_ver reads the interpreter's binary, find_library runs ldconfig.
+@functools.cache
+def _is_glibc():
+    return platform.libc_ver()[0] == "glibc"
+
+
+@functools.cache
 def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def malloc_info():
     """glibc's `malloc_info` report of this process's heaps (XML), or None where the C library is not glibc."""
-    if platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return None
     libc = _libc()
     libc.open_memstream.restype = ctypes.c_void_p
@@ -100,7 +108,7 @@ def keep_freed_memory():
 
 
 def _apply():
-    if platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return "malloc: not glibc, left as it is"
     try:
         mallopt = _libc().mallopt
