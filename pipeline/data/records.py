@@ -368,11 +368,10 @@ def records_source(data_config, seed=0):
         raise DataError(f"{root} holds no prepared dataset (prepared.json); write one with python -m pipeline.prepare")
     summary = json.loads(summary_path.read_text())
 
-    def files(name):
-        return sorted(str(p) for p in root.glob(f"{name}-*.tfrecord"))
+    files = {name: sorted(str(p) for p in root.glob(f"{name}-*.tfrecord")) for name in ("train", "validation")}
 
     def records(name, shuffle, reader=tf.data.TFRecordDataset):
-        shards = files(name)
+        shards = files[name]
         dataset = tf.data.Dataset.from_tensor_slices(shards)
         if shuffle:
             dataset = dataset.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
@@ -391,7 +390,7 @@ def records_source(data_config, seed=0):
         class_names=(root / LABELS).read_text().splitlines(),
         train_size=summary["splits"]["train"]["images"],
         validation_size=summary["splits"]["validation"]["images"],
-        train_bytes=sum(pathlib.Path(f).stat().st_size for f in files("train")),
+        train_bytes=sum(pathlib.Path(f).stat().st_size for f in files["train"]),
         stored_side=int(summary["size"]),
     )
     if summary.get("format", "jpeg") != "raw":
@@ -403,7 +402,7 @@ def records_source(data_config, seed=0):
     layout = RawLayout(int(summary["size"]), example=summary.get("raw_record") != RAW_RECORD)
     # Training reads the records as fixed-length frames where it can (no per-record checksum); the splits as
     # decoded pairs, which evaluation reads once, keep TFRecordDataset's checks.
-    training = layout.frames(files("train")) or layout
+    training = layout.frames(files["train"]) or layout
     return RecordsSource(
         train=records("train", True).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
         validation=records("validation", False).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
