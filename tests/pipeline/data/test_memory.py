@@ -1,10 +1,12 @@
-"""The C allocator's settings for streaming batches: glibc's M_MMAP_THRESHOLD, M_TOP_PAD and M_ARENA_MAX, unless the environment sets them."""
+"""The C allocator's settings for streaming batches.
 
-import os
-import subprocess
+glibc's M_MMAP_THRESHOLD, M_TOP_PAD and M_ARENA_MAX, unless the environment sets them.
+"""
+
 import sys
 
 from pipeline.data import memory
+from tests.helpers.processes import project_env, run
 
 # Starts 12 threads, all alive at once, each of which allocates (glibc gives a thread its heap at its first
 # malloc), then prints the heaps the process has.
@@ -27,12 +29,14 @@ print(memory.heaps())
 
 
 def _env(**settings):
-    env = {k: v for k, v in os.environ.items() if k not in memory.SETTINGS}
+    """The subprocess environment with none of malloc's variables but `settings`."""
+    env = {k: v for k, v in project_env().items() if k not in memory.SETTINGS}
     return {**env, **settings}
 
 
 def _python(code, env):
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    done = run([sys.executable, "-c", code], env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.splitlines()
 
 
