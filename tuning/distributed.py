@@ -42,3 +42,8 @@ def role():
         return "single"
     # KerasTuner takes any id containing "chief" for the chief.
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def oracle_address():
+    """(ip, port) of the chief's oracle, from KerasTuner's environment variables."""
+    return os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"])

@@ -4,16 +4,23 @@ The model is built and compiled by the trainer's own `build_model` and
 `compile_model`, and trained by the trainer's own core
 (`pipeline.training.core`): a trial trains exactly the network and optimizer
 that `python -m pipeline.train` would train with those values, with the same
-epoch plan, callbacks and loop.
+epoch plan, callbacks and loop. A trial that diverges fails with the search's
+advice (`TrialDiverged`), not the trainer's.
 """
 
 import keras_tuner
 
 from pipeline.training import core
+from pipeline.training.callbacks import TrainingDiverged
 from pipeline.training.core import plan_epochs
 from pipeline.training.model import build_model, compile_model
 from pipeline.training.strategy import scaled_learning_rate
 from tuning.space import apply_values, declare
+
+
+class TrialDiverged(keras_tuner.errors.FailedTrialError):
+    """A trial's training loss became NaN or infinite: KerasTuner records the trial as FAILED (no retry: the same
+    values diverge again) and the search goes on."""
 
 
 class AlexNetHyperModel(keras_tuner.HyperModel):
@@ -60,6 +67,11 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
         Returns:
             The `History` of the trial's training.
+
+        Raises:
+            TrialDiverged: the training loss became NaN or infinite. KerasTuner
+                prints it with its traceback when it happens and keeps it in the
+                trial's record; the search's table ends with it.
         """
 
         trial_config = self.trial_config(hp)
@@ -68,7 +80,27 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
             trial_config, self.plan, scaled_learning_rate(trial_config.train), logging=list(callbacks),
             epochs=self.config.tune.epochs, verbose=verbose,
         )  # fmt: skip
-        return core.fit(
-            model, self.plan, self.cluster, trial_callbacks, epochs or self.config.tune.epochs,
-            initial_epoch=initial_epoch,
-        )  # fmt: skip
+        try:
+            return core.fit(
+                model, self.plan, self.cluster, trial_callbacks, epochs or self.config.tune.epochs,
+                initial_epoch=initial_epoch,
+            )  # fmt: skip
+        except TrainingDiverged as exc:
+            # The trainer's advice (start again with --overwrite) is not a search's.
+            raise TrialDiverged(f"{_what_diverged(exc)}; {self.divergence_advice()}") from None
+
+    def divergence_advice(self):
+        """What to do about trials that diverge, in a search."""
+        tuned = self.config.tune.learning_rate
+        lower = (f"tune.learning_rate's max (now {tuned.max:g})" if tuned is not None
+                 else f"train.optimizer.learning_rate (now {self.config.train.optimizer.learning_rate:g})")
+        return (f"the trial is recorded as FAILED and the search goes on; if many trials diverge, lower {lower} "
+                "or add train.schedule.warmup_epochs")
+
+
+def _what_diverged(exc):
+    """The facts of a `TrainingDiverged` without the trainer's advice: its first sentence.
+
+    "the training loss became nan at epoch 2, step 1 (learning rate 0.5)"
+    """
+    return str(exc).split(". ", 1)[0]

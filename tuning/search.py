@@ -8,10 +8,12 @@
 The `tune` section of the config is the search space, the tuner, the budget and
 the objective; every trial trains through the trainer's own core
 (`tuning.hypermodel`). The search directory (`tuning.searchdir`), resuming,
-distributed tuning (`tuning.distributed`) and the results (`tuning.results`)
-are described in the README's Tuning section.
+distributed tuning (`tuning.distributed`; what the chief says while it waits:
+`tuning.chief`) and the results (`tuning.results`) are described in the
+README's Tuning section.
 """
 
+import contextlib
 import os
 import pathlib
 import shlex
@@ -27,7 +29,7 @@ from pipeline.evaluation.references import has_top5
 from pipeline.storage.rundir import DEFAULT_RUNS
 from pipeline.training import run as training_run
 from pipeline.training.strategy import make_cluster, scaled_learning_rate
-from tuning import distributed
+from tuning import chief, distributed
 from tuning.results import SearchResult, format_table, trial_rows, write_best
 from tuning.searchdir import BEST_FILE, LOG_DIR, SearchDir
 from tuning.space import apply_values, check_search_space, search_ranges
@@ -206,22 +208,63 @@ def _run_search(config, search_dir, role, opened, command_args):
         f"objective {config.tune.objective} (min); {search_dir} [{role}]\n{strategy_line}"
     )
     start = time.perf_counter()
-    import keras
-
-    if role == "chief":
-        keras_private.quick_tuner_chief()
-    tuner.search(
-        epochs=config.tune.epochs,
-        # The tuner gives each trial its own copy in logs/<trial id>/ and adds the HParams
-        # callback; it recognises the class by its name, so no subclass of it here.
-        callbacks=[keras.callbacks.TensorBoard(str(search_dir / LOG_DIR), write_graph=False, profile_batch=0)],
-        verbose=1,  # KerasTuner's per-trial summaries; the hypermodel sets Keras' own from train.verbose
-    )
+    stopped = _search(tuner, config, search_dir, role)
     wall = time.perf_counter() - start
     if role == "worker":
         print(f"Worker {os.environ['KERASTUNER_TUNER_ID']} finished after {wall:.0f} s; the chief reports the results.")
         return None
-    return _report(tuner, config, search_dir, tuned, command_args, wall)
+    result = _report(tuner, config, search_dir, tuned, command_args, wall)
+    if stopped:
+        raise RunFailed(
+            f"{MAX_CONSECUTIVE_FAILED_TRIALS} trials in a row failed (see the table above), so KerasTuner stopped "
+            "the search: move the ranges (lower tune.learning_rate's max if they diverged), then start again with "
+            "--overwrite or another --dir"
+        )
+    return result
+
+
+def _search(tuner, config, search_dir, role):
+    """Runs `tuner.search`; True when KerasTuner stopped it for MAX_CONSECUTIVE_FAILED_TRIALS failed in a row.
+
+    On the chief it serves the oracle until the last trial has ended, and
+    `tuning.chief` says meanwhile what it waits for.
+    """
+    import keras
+
+    reports = contextlib.nullcontext()
+    if role == "chief":
+        keras_private.quick_tuner_chief()
+        reports = chief.reporting(tuner.oracle, *distributed.oracle_address())
+    try:
+        with reports:
+            tuner.search(
+                epochs=config.tune.epochs,
+                # The tuner gives each trial its own copy in logs/<trial id>/ and adds the HParams
+                # callback; it recognises the class by its name, so no subclass of it here.
+                callbacks=[keras.callbacks.TensorBoard(str(search_dir / LOG_DIR), write_graph=False, profile_batch=0)],
+                verbose=1,  # KerasTuner's per-trial summaries; the hypermodel sets Keras' own from train.verbose
+            )
+    except RuntimeError as exc:
+        if role == "chief" and str(exc).startswith("Failed to bind"):  # gRPC's words
+            ip, port = distributed.oracle_address()
+            raise ConfigError(
+                f"{ip}:{port} cannot be served (the port is in use, or the address is not this host's): "
+                "choose another --oracle-port, or check --oracle-ip"
+            ) from None
+        # KerasTuner's oracle raises a RuntimeError (with the last trial's traceback) at the limit.
+        if role != "worker" and _failed_in_a_row(tuner.oracle) >= MAX_CONSECUTIVE_FAILED_TRIALS:
+            return True
+        raise
+    return False
+
+
+def _failed_in_a_row(oracle):
+    """The most of the oracle's ended trials that failed one after the other (as KerasTuner counts them)."""
+    longest = count = 0
+    for trial_id in oracle.end_order:
+        count = count + 1 if oracle.trials[trial_id].status == "FAILED" else 0
+        longest = max(longest, count)
+    return longest
 
 
 def _open_search(config, search_dir, opened):

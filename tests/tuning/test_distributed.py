@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tuning.distributed import environ, role, tuner_environment
+from tuning.distributed import environ, oracle_address, role, tuner_environment
 
 KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
@@ -53,3 +53,8 @@ def test_the_role_follows_kerastuners_variables(clean, monkeypatch, variables, e
     for key, value in variables.items():
         monkeypatch.setenv(key, value)
     assert role() == expected
+
+
+def test_the_oracle_address_is_read_from_kerastuners_variables(clean):
+    with environ(tuner_environment("chief", "10.0.0.1", 8000)):
+        assert oracle_address() == ("10.0.0.1", 8000)

@@ -7,8 +7,10 @@ import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,6 +206,47 @@ def test_a_larger_budget_runs_only_the_new_trials(tiny_search, tmp_path):
     assert "Resuming the search" in out and "3 trial(s) completed" in out
 
 
+@pytest.mark.slow
+def test_diverged_trials_carry_the_searchs_advice_not_trains(tmp_path):
+    # Learning rates no network survives: the loss is NaN at the second step (the first, of one or two an epoch,
+    # leaves the weights non-finite).
+    experiment = write_experiment(tmp_path, tune={"max_trials": 2, "epochs": 2,
+                                                  "learning_rate": {"min": 1e29, "max": 1e30}})
+    search_dir = tmp_path / "search"
+    code, out, err = run_main(["--config", str(experiment), "--dir", str(search_dir)])
+    assert code == 1
+    assert {t["status"] for t in trials(search_dir).values()} == {"FAILED"}
+    advice = ("the trial is recorded as FAILED and the search goes on; if many trials diverge, lower "
+              "tune.learning_rate's max (now 1e+30) or add train.schedule.warmup_epochs")
+    diverged = r"the training loss became nan at epoch \d, step \d \(learning rate [0-9.e+]+\); " + re.escape(advice)
+    # Said when each trial fails (KerasTuner prints the trial's exception), in the table, in each trial's record.
+    printed = [line for line in err.splitlines() if line.startswith("tuning.hypermodel.TrialDiverged")]
+    assert len(printed) == 2 and all(re.fullmatch(f"tuning.hypermodel.TrialDiverged: {diverged}", line)
+                                     for line in printed), err
+    for trial_id in ("0", "1"):
+        line = next(line for line in out.splitlines() if line.startswith(f"trial {trial_id}: "))
+        assert re.fullmatch(rf"trial {trial_id}: tuning.hypermodel.TrialDiverged: {diverged}", line), line
+        assert trials(search_dir)[trial_id]["message"].endswith(f"; {advice}\n")
+    assert err.endswith("\nerror: no trial of the search completed (see the table above): widen or move the ranges\n")
+    assert "--overwrite" not in out + err + "".join(t["message"] for t in trials(search_dir).values())
+
+
+@pytest.mark.slow
+def test_a_search_that_keras_tuner_stops_for_failures_in_a_row_ends_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "MAX_CONSECUTIVE_FAILED_TRIALS", 2)
+    experiment = write_experiment(tmp_path, tune={"max_trials": 3, "epochs": 2,
+                                                  "learning_rate": {"min": 1e29, "max": 1e30}})
+    code, out, err = run_main(["--config", str(experiment), "--dir", str(tmp_path / "search")])
+    assert code == 1
+    table = out[out.index("2 trial(s), best first"):].splitlines()
+    assert [line.split()[-1] for line in table[2:4]] == ["FAILED", "FAILED"]  # the third never ran
+    assert err.endswith(
+        "\nerror: 2 trials in a row failed (see the table above), so KerasTuner stopped the search: move the ranges "
+        "(lower tune.learning_rate's max if they diverged), then start again with --overwrite or another --dir\n"
+    )
+    assert "RuntimeError" not in err
+
+
 # ---------------------------------------------------------------- kill -9 and resume
 
 
@@ -314,6 +357,21 @@ def test_chief_and_two_workers_split_the_trials(tmp_path):
     assert "4 trial(s), best first" in outputs["chief"]
     assert f"Best: trial {best['trial_id']}, val_top5_error {best['score']:.4f}" in outputs["chief"]
     assert yaml.safe_load((search_dir / "best.yaml").read_text()) == override_tree(best["hyperparameters"]["values"])
+
+
+def test_a_chief_whose_port_is_taken_exits_2_naming_the_address(tmp_path):
+    experiment = write_experiment(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run_main(["--config", str(experiment), "--dir", str(tmp_path / "search"), "--tuner-id",
+                                   "chief", "--oracle-ip", "127.0.0.1", "--oracle-port", str(port)])
+    assert (code, err) == (2, (
+        f"error: 127.0.0.1:{port} cannot be served (the port is in use, or the address is not this host's): choose "
+        "another --oracle-port, or check --oracle-ip\n"
+    ))
+    assert "Chief serving" not in out  # something answered on the port, but not the chief
 
 
 MIRRORED_SEARCH = """
