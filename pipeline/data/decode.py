@@ -10,12 +10,19 @@ the cost.
 
 `is_decodable` is a cheap guard that never raises: empty files, non-images and
 JPEGs cut short (no end-of-image marker) are recognised before decoding, so the
-pipeline can skip them by name instead of failing on them.
+pipeline can skip them by name instead of failing on them (`skip_undecodable`,
+which also names files gone since the folder was listed, and counts each
+skipped file once).
 """
 
+import os
 import sys
+import threading
 
+import numpy as np
 import tensorflow as tf
+
+from pipeline.console.text import printable
 
 # Leading bytes of the formats tf.io.decode_image reads.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
@@ -250,16 +257,80 @@ def decode_resized(data, window, image_size, fast_idct=False):
     return resize_to(decode_window(data, window, target=image_size, fast_idct=fast_idct), image_size)
 
 
+class SkippedFiles:
+    """The files the pipelines skipped so far: each named once on stderr and counted once, by name.
+
+    One is shared by every pipeline that reads a dataset's files (a run's
+    training split, epoch after epoch, and its validation split), so a file
+    that every epoch meets is named and counted once. `count` (and `numpy()`,
+    as a counter variable has it) is the number of distinct files skipped.
+    Safe to use from tf.data's threads.
+    """
+
+    def __init__(self):
+        self._names = set()
+        self._lock = threading.Lock()
+
+    @property
+    def count(self):
+        """The distinct files skipped so far."""
+        return len(self._names)
+
+    def numpy(self):
+        """`count`, as a NumPy int64: `int(skipped.numpy())` reads it as it reads a counter variable."""
+        return np.int64(self.count)
+
+    def note(self, name, length, pixels, decodable, max_pixels=None):
+        """Records a skipped file; the first time, names it in a warning on stderr. Returns 1 then, else 0.
+
+        Args:
+            name: the file's name (bytes).
+            length: its size in bytes as read; 0 and no file of that name: it is
+                gone (`pipeline.data.sources.read_if_there`).
+            pixels: its pixels, as its header gives them.
+            decodable: whether its bytes passed `is_decodable` (then it was too large).
+            max_pixels: data.max_pixels, for the warning.
+        """
+        shown = printable(name)
+        if not length and not os.path.lexists(name):
+            line = f'warning: skipping "{shown}": the file is gone (deleted or moved since the folder was listed)'
+        elif decodable:
+            line = (f'warning: skipping image larger than data.max_pixels "{shown}" - {pixels} pixels, '
+                    f"more than {max_pixels or 0}")
+        else:
+            line = f'warning: skipping undecodable image "{shown}"'
+        with self._lock:  # one line at a time: tf.data's threads call this together
+            if name in self._names:
+                return 0
+            self._names.add(name)
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        return 1
+
+
 def skip_undecodable(dataset, counter=None, keep_name=False, max_pixels=None):
     """(bytes, label, name) -> (bytes, label), dropping files that cannot be decoded.
 
     With a `counter`, each dropped file is named in a warning on stderr and
-    counted in it. Without one the files are dropped silently: for a second
-    pass over data whose bad files another pipeline already reports. With
-    keep_name the triples are kept whole. With `max_pixels` (data.max_pixels),
-    a PNG, GIF or BMP larger than that (decoded whole, it could take the
-    process's memory) is dropped the same way; its size comes from its header.
+    counted, once per distinct file however many passes meet it: a file gone
+    since the listing (empty bytes and no file of that name), an undecodable
+    one, or one too large. The counter is a `SkippedFiles` (shared by every
+    pipeline over the dataset's files, epoch after epoch), or an int64
+    `tf.Variable` (files counted once per call: the pipelines sharing it must
+    see different files). Without one the files are dropped silently: for a
+    second pass over data whose bad files another pipeline already reports.
+    With keep_name the triples are kept whole. With `max_pixels`
+    (data.max_pixels), a PNG, GIF or BMP larger than that (decoded whole, it
+    could take the process's memory) is dropped the same way; its size comes
+    from its header.
     """
+    variable = None
+    if counter is not None and not isinstance(counter, SkippedFiles):
+        variable, counter = counter, SkippedFiles()
+
+    def note(name, length, pixels, decodable):
+        return np.int64(counter.note(name.numpy(), int(length.numpy()), int(pixels.numpy()), bool(decodable.numpy()),
+                                     max_pixels))
 
     def check(data, label, name):
         decodable = is_decodable(data)
@@ -268,18 +339,12 @@ def skip_undecodable(dataset, counter=None, keep_name=False, max_pixels=None):
         ok = tf.logical_and(decodable, small)
         if counter is not None:
 
-            def too_large():
-                tf.print("warning: skipping image larger than data.max_pixels", name, "-", pixels,
-                         "pixels, more than", max_pixels or 0, output_stream=sys.stderr)
-                return ok
-
-            def undecodable():
-                tf.print("warning: skipping undecodable image", name, output_stream=sys.stderr)
-                return ok
-
             def skip():
-                counter.assign_add(1)
-                return tf.cond(decodable, too_large, undecodable)
+                # Python on the bad path only: good files never leave TensorFlow.
+                new = tf.reshape(tf.py_function(note, [name, tf.strings.length(data), pixels, decodable], tf.int64), [])
+                updates = [new] if variable is None else [variable.assign_add(new)]
+                with tf.control_dependencies(updates):
+                    return tf.identity(ok)
 
             ok = tf.cond(ok, lambda: ok, skip)
         return data, label, name, ok

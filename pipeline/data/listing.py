@@ -2,7 +2,9 @@
 
 A folder of ImageNet holds 1.28 M files; walking it takes a while, so a
 training run lists it once (`shared_listings`) for all the pipelines it builds
-at start-up, and shows the count as it goes.
+at start-up, and shows the count as it goes. The hashes of the files' names
+(`relative_name_hashes`: the folder's validation split, the data's identity)
+are computed once a listing too.
 """
 
 import contextlib
@@ -14,6 +16,7 @@ import numpy as np
 
 from pipeline.console.progress import Progress
 from pipeline.console.text import printable
+from pipeline.data.identity import name_hashes
 from pipeline.data.splits import DataError
 
 # Files a folder source reads; the content decides the format, not the name.
@@ -64,7 +67,11 @@ def shared_listings():
 
 
 def list_images(root, classes):
-    """(paths, labels) of the image files under root/<class>/, in a fixed order."""
+    """(paths, labels) of the image files under root/<class>/, in a fixed order.
+
+    A path is str(pathlib.Path(root)), a slash, and the file's name relative
+    to `root` (<class>/..., as `relative_name_hashes` takes it).
+    """
     key = (str(root), tuple(classes))
     if _listings is not None and key in _listings:
         paths, labels = _listings[key]
@@ -73,6 +80,28 @@ def list_images(root, classes):
     if _listings is not None:
         _listings[key] = (paths, labels)
     return list(paths), labels.copy()
+
+
+def relative_name_hashes(root, classes, paths, salt=b""):
+    """64-bit hashes (`pipeline.data.identity.name_hashes`) of the names of `paths` relative to `root`.
+
+    Args:
+        root, classes, paths: `paths` is `list_images(root, classes)[0]`, the whole listing.
+        salt: the hashes' salt.
+
+    Returns:
+        A read-only uint64 array in the order of `paths`; inside `shared_listings`
+        computed once a listing, not once a pipeline.
+    """
+    key = ("hashes", str(root), tuple(classes), salt)
+    if _listings is not None and key in _listings:
+        return _listings[key]
+    start = len(str(pathlib.Path(root))) + 1
+    hashes = name_hashes((path[start:] for path in paths), salt)
+    hashes.flags.writeable = False
+    if _listings is not None:
+        _listings[key] = hashes
+    return hashes
 
 
 def _walk_images(root, classes):

@@ -10,18 +10,21 @@ each image's crop window decoded in a loop inside the batch's map; others are
 cropped (a JPEG decoded only in its crop window) one at a time in a parallel
 map, then flipped and coloured a batch at a time (`pipeline.data.augment`).
 
-Undecodable files (empty, not an image, a JPEG cut short) and PNG, GIF or BMP
-files above data.max_pixels are skipped, each with a warning naming it, and
-counted in `Datasets.skipped`.
+Undecodable files (empty, not an image, a JPEG cut short), files gone since
+the folder was listed, and PNG, GIF or BMP files above data.max_pixels are
+skipped, each named in a warning and counted in `Datasets.skipped` once,
+however many epochs meet it.
 """
 
 import dataclasses
+import hashlib
 import pathlib
 
 import tensorflow as tf
 
 from pipeline.data.augment import BatchAugment, EvalTransform, TrainTransform
-from pipeline.data.decode import skip_undecodable
+from pipeline.data.decode import SkippedFiles, skip_undecodable
+from pipeline.data.identity import DataIdentity, identify
 from pipeline.data.memory import keep_freed_memory
 from pipeline.data.records import RecordsSource
 from pipeline.data.sources import load_source
@@ -30,22 +33,34 @@ from pipeline.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
-    """Batched pipelines ready for `model.fit`."""
+    """Batched pipelines ready for training.
 
-    train: tf.data.Dataset
+    `train_for(epoch, first=0, repeat=False)` gives epoch `epoch`'s training
+    batches from its `first` example on (`train_pipeline`); `train` is the
+    first epoch's.
+    """
+
+    train_for: object
     validation: tf.data.Dataset
     class_names: list
     train_size: int
     validation_size: int
-    skipped: tf.Variable = None  # undecodable files met so far (int64 counter)
+    skipped: SkippedFiles = None  # files skipped so far (gone, undecodable, too large): .count distinct files
     train_sharded: bool = False  # train holds this worker's share only: tf.data must not shard it again
     # The training data comes from record files tf.data can split between workers (records:, tfds:);
     # otherwise (in memory, a list of image files) workers split the batches.
     split_by_files: bool = False
+    # What the data is (`pipeline.data.identity`): to record when a run begins and compare when it resumes.
+    identity: DataIdentity = None
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    @property
+    def train(self):
+        """The first epoch's training batches."""
+        return self.train_for(0)
 
 
 # The shuffle buffer of the training pipeline: up to this many examples, and at most
@@ -59,25 +74,39 @@ def _nothing_random(augment):
     return augment.crop == "center" and not augment.flip and augment.pca_noise == 0
 
 
-def _batch_seeds(seed, batch_size):
-    """[batch_size, 2] int64 seeds a batch, from `Dataset.random`, new every epoch (the last batch takes the first rows)."""
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2 * batch_size)
+def epoch_seed(seed, epoch):
+    """The seed of one epoch's order and augmentation: a function of the run's seed and the epoch alone.
+
+    So a run resumed at epoch E draws what an uninterrupted run draws there,
+    however many epochs its process has iterated before (`Datasets.train_for`).
+    """
+    digest = hashlib.blake2b(f"alexnet-epoch/{seed}/{epoch}".encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _image_seeds(seed, first=0):
+    """The stream of [2] int64 seeds, one per image, of an epoch's `seed`, from its `first` image on."""
+    return tf.data.Dataset.random(seed=seed).skip(2 * first).batch(2)
+
+
+def _batch_seeds(seed, batch_size, first=0):
+    """[batch_size, 2] int64 seeds a batch: `_image_seeds` in rows (the last batch takes the first rows)."""
+    draws = tf.data.Dataset.random(seed=seed).skip(2 * first).batch(2 * batch_size)
     return draws.map(lambda draw: tf.reshape(draw, [batch_size, 2]))
 
 
-def _batched_views(dataset, make_views, batch_size, seed, deterministic):
+def _batched_views(dataset, make_views, batch_size, seed, deterministic, first=0):
     """Batch first, then one map over (batch, seeds): no per-image tf.data work after the shuffle."""
-    dataset = tf.data.Dataset.zip(dataset.batch(batch_size), _batch_seeds(seed, batch_size))
+    dataset = tf.data.Dataset.zip(dataset.batch(batch_size), _batch_seeds(seed, batch_size, first))
     return dataset.map(
         lambda batch, keys: make_views(batch, keys[: tf.shape(tf.nest.flatten(batch)[0])[0]]),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
     )
 
 
-def _per_image_views(dataset, transform, batch_size, seed, deterministic, parse):
+def _per_image_views(dataset, transform, batch_size, seed, deterministic, parse, first=0):
     """Crop (and decode) per image in a parallel map, then flip and colour per batch."""
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    dataset = tf.data.Dataset.zip(dataset, seeds)
+    dataset = tf.data.Dataset.zip(dataset, _image_seeds(seed, first))
 
     def crop(example, key):
         image, label = parse(example)
@@ -93,7 +122,7 @@ def _per_image_views(dataset, transform, batch_size, seed, deterministic, parse)
     )
 
 
-def _batched_decodes(dataset, transform, batch_size, seed, deterministic, parse):
+def _batched_decodes(dataset, transform, batch_size, seed, deterministic, parse, first=0):
     """Prepared JPEG records: batched first, then each image's window decoded in one map a batch.
 
     The same views as `_per_image_views` (`transform.crop_view`, then the
@@ -114,36 +143,50 @@ def _batched_decodes(dataset, transform, batch_size, seed, deterministic, parse)
         images, labels = tf.map_fn(view, (records, keys), fn_output_signature=signature, parallel_iterations=4)
         return transform.augment(images, keys), labels
 
-    return _batched_views(dataset, views, batch_size, seed, deterministic).ignore_errors(log_warning=True)
+    return _batched_views(dataset, views, batch_size, seed, deterministic, first).ignore_errors(log_warning=True)
 
 
 def _first_two(example):
     return example[0], example[1]
 
 
-def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=False, cache=False,
+def train_pipeline(examples, data_config, batch_size, seed, size=None, shuffled=False, cache=False,
                    example_bytes=None, records=None):
-    """Unbatched (image, label) -> shuffled, augmented, batched, prefetched: uint8 [N, S, S, 3] and int32 labels.
+    """Unbatched (image, label) -> each epoch's shuffled, augmented, batched, prefetched uint8 [N, S, S, 3] and labels.
 
-    Each image has its own [2] seed from `Dataset.random`, drawn anew every
-    epoch and paired with it before any parallel work, so its view does not
-    depend on thread scheduling (`pipeline.data.augment`). Images of equal
-    size (raw records, the synthetic source) are batched first and cropped,
-    flipped and coloured a batch at a time; others are cropped per image in
-    a parallel map, which, unless `data.deterministic`, hands them on as they
+    Returns a function `train_for(epoch, first=0, repeat=False)`: the
+    dataset of epoch `epoch` (a pass over the examples, or with `repeat`
+    an endless stream of passes) from its `first` example on. Its order and
+    every image's augmentation are functions of `seed` and the epoch alone
+    (`epoch_seed`), so a run resumed at step S of epoch E (first = S x
+    batch) reads what an uninterrupted run reads from there on. The examples
+    before `first` are skipped before anything is decoded: by the source,
+    before reading, when it orders all of its examples itself (`shuffled`),
+    else right after the shuffle.
+
+    Each image has its own [2] seed from the epoch's `Dataset.random`,
+    paired with it before any parallel work, so its view does not depend on
+    thread scheduling (`pipeline.data.augment`). Images of equal size (raw
+    records, the synthetic source) are batched first and cropped, flipped
+    and coloured a batch at a time; others are cropped per image in a
+    parallel map, which, unless `data.deterministic`, hands them on as they
     are finished, so the batches of two runs with one seed hold the same
     augmented images in a slightly different order.
 
     Args:
-        dataset: unbatched (image or encoded bytes, label); with `records`,
-            their serialized `train_records`.
+        examples: `(seed, skip=0, repeat=False) -> ` the unbatched (image or
+            encoded bytes, label) examples of one pass in the order of `seed`
+            (with `records`, their serialized `train_records`); with
+            `shuffled`, all of them shuffled, the first `skip` left out, and
+            with `repeat` pass after pass. The cache calls it once, with the
+            run's seed.
         data_config: `DataConfig`.
         batch_size: global batch size.
-        seed: shuffle and augmentation seed.
+        seed: the run's seed.
         size: examples per epoch (sizes the shuffle buffer).
-        shuffled: the source already reshuffles all of its examples every
-            epoch (file names), so no shuffle buffer of images is needed
-            unless the cache would freeze the order.
+        shuffled: the source shuffles all of its examples itself (file
+            names), so no shuffle buffer of images is needed unless the
+            cache would freeze the order.
         cache: keep the examples in memory after the first epoch (see
             `cache_decision` for data.cache).
         example_bytes: the mean size of one example as stored, to bound the
@@ -163,18 +206,15 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
         jpeg_side=records.stored_side if records is not None and records.encoded else None,
     )
     parse = records.parse_record if records is not None else _first_two
+    buffer = min(size or SHUFFLE_EXAMPLES, SHUFFLE_EXAMPLES)
+    if example_bytes:
+        buffer = max(1, min(buffer, SHUFFLE_BYTES // max(1, int(example_bytes))))
 
-    def cache_and_shuffle(dataset):
-        # A cache replays its first epoch's order, so a shuffle must follow it
-        # even for a source that reshuffles itself.
-        if cache:
-            dataset = dataset.cache()
-        if cache or not shuffled:
-            buffer = min(size or SHUFFLE_EXAMPLES, SHUFFLE_EXAMPLES)
-            if example_bytes:
-                buffer = max(1, min(buffer, SHUFFLE_BYTES // max(1, int(example_bytes))))
-            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        return dataset
+    def shuffled_from(dataset, epoch_seed_, first, repeat):
+        # The examples of an epoch in its order from `first` on; a cache (or a source that keeps an order of its
+        # own) is shuffled here. The cached dataset is made once, so every epoch reads the same memory.
+        dataset = dataset.shuffle(buffer, seed=epoch_seed_, reshuffle_each_iteration=True)
+        return (dataset.repeat() if repeat else dataset).skip(first)
 
     if _nothing_random(augment):
         # Nothing random: transform once, then cache the model-ready images.
@@ -183,29 +223,45 @@ def train_pipeline(dataset, data_config, batch_size, seed, size=None, shuffled=F
             image, label = parse(example[0] if records is not None else example)
             return transform(image, tf.zeros([2], tf.int64)), label
 
-        dataset = dataset.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = dataset.ignore_errors(log_warning=True)  # see below
-        return cache_and_shuffle(dataset).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    dataset = cache_and_shuffle(dataset)
+        ready = examples(seed).map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ready = ready.ignore_errors(log_warning=True)  # see _per_image_views
+        ready = ready.cache() if cache else ready
+
+        def ready_for(epoch, first=0, repeat=False):
+            dataset = shuffled_from(ready, epoch_seed(seed, epoch), first, repeat)
+            return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+        return ready_for
     deterministic = data_config.deterministic
     batch_augment = BatchAugment(data_config.image_size, crop=augment.crop, flip=augment.flip,
                                  pca_noise=augment.pca_noise)
     layout = _raw_windows(records, data_config)
-    if layout is not None:
-        def views(serialized, keys):
-            offsets = batch_augment.offsets(keys, layout.side)
-            windows, labels = layout.windows(serialized, offsets, data_config.image_size)
-            return batch_augment.from_windows(windows, keys, layout.row_bytes), labels
+    cached = examples(seed).cache() if cache else None
+    probe = cached if cached is not None else examples(seed)
 
-        dataset = _batched_views(dataset, views, batch_size, seed, deterministic)
-    elif records is None and _equal_size(dataset, data_config):
-        dataset = _batched_views(dataset, lambda batch, keys: (batch_augment(batch[0], keys), batch[1]),
-                                 batch_size, seed, deterministic)
-    elif records is not None and records.encoded:
-        dataset = _batched_decodes(dataset, transform, batch_size, seed, deterministic, parse)
-    else:
-        dataset = _per_image_views(dataset, transform, batch_size, seed, deterministic, parse)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    def train_for(epoch, first=0, repeat=False):
+        this = epoch_seed(seed, epoch)
+        if cached is not None or not shuffled:
+            dataset = shuffled_from(cached if cached is not None else examples(this), this, first, repeat)
+        else:
+            dataset = examples(this, first, repeat)
+        if layout is not None:
+            def views(serialized, keys):
+                offsets = batch_augment.offsets(keys, layout.side)
+                windows, labels = layout.windows(serialized, offsets, data_config.image_size)
+                return batch_augment.from_windows(windows, keys, layout.row_bytes), labels
+
+            dataset = _batched_views(dataset, views, batch_size, this, deterministic, first)
+        elif records is None and _equal_size(probe, data_config):
+            dataset = _batched_views(dataset, lambda batch, keys: (batch_augment(batch[0], keys), batch[1]),
+                                     batch_size, this, deterministic, first)
+        elif records is not None and records.encoded:
+            dataset = _batched_decodes(dataset, transform, batch_size, this, deterministic, parse, first)
+        else:
+            dataset = _per_image_views(dataset, transform, batch_size, this, deterministic, parse, first)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return train_for
 
 
 def _equal_size(dataset, data_config):
@@ -342,25 +398,33 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
     cache, note = cache_decision(data_config, source)
     if note:
         print(note)
-    skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
-    train, validation = source.train, source.validation
+    skipped = SkippedFiles()  # one for every pass over the training and validation files
+    validation = source.validation
     records = source if isinstance(source, RecordsSource) else None
-    if records is not None:
-        # Prepared records were decoded once by prepare: no bad-file check, parsed where they are decoded.
-        train = records.train_records
     if source.encoded:
-        cap = data_config.max_pixels
-        if records is None:
-            train = skip_undecodable(train, skipped, max_pixels=cap)
-        validation = skip_undecodable(validation, skipped, max_pixels=cap)
-    if source.sharded:
-        # Every worker must run the same number of steps: an epoch is exactly
-        # its share of images, topped up from the next pass over its files
-        # where undecodable ones were dropped.
-        train = train.repeat().take(source.train_size // shard[0])
+        validation = skip_undecodable(validation, skipped, max_pixels=data_config.max_pixels)
+
+    def examples(epoch_seed_, skip=0, repeat=False):
+        """The training examples of one pass in the order of `epoch_seed_` (see `train_pipeline`)."""
+        if records is not None:
+            # Prepared records were decoded once by prepare: no bad-file check, parsed where they are decoded.
+            return records.train_records_for(epoch_seed_)
+        if source.train_epoch is None:
+            return source.train  # in memory: one order, which the pipeline shuffles
+        train = source.train_epoch(epoch_seed_, skip, repeat)
+        if source.encoded:
+            train = skip_undecodable(train, skipped, max_pixels=data_config.max_pixels)
+        if source.sharded:
+            # Every worker must run the same number of steps: an epoch is exactly
+            # its share of images, topped up from the next pass over its files
+            # where undecodable ones were dropped.
+            share = source.train_size // shard[0]
+            train = train.repeat() if repeat else train.repeat().take(share - skip)
+        return train
+
     return Datasets(
-        train=train_pipeline(
-            train, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled, cache=cache,
+        train_for=train_pipeline(
+            examples, data_config, batch_size, seed, size=source.train_size, shuffled=source.shuffled, cache=cache,
             example_bytes=source.train_bytes / source.train_size if source.train_bytes and source.train_size else None,
             records=records,
         ),
@@ -371,4 +435,5 @@ def build_datasets(data_config, batch_size, seed=0, shard=None):
         skipped=skipped,
         train_sharded=source.sharded,
         split_by_files=data_config.source_kind in ("records", "tfds"),
+        identity=identify(source),
     )

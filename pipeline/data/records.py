@@ -166,13 +166,15 @@ class RecordsSource(Source):
     `train` and `validation` give what other sources give (JPEG records:
     (bytes, label, name) triples; raw records: decoded (uint8 image, label)
     pairs). `train_records` are the same training records serialized, in a new
-    order of shards every epoch; `parse_record` turns one into (image, label),
-    so the training pipeline parses inside its decoding map instead of in a
-    stage of its own. Every image in them was decoded once by prepare, so no
-    bad-file check is needed.
+    order of shards every epoch, and `train_records_for(seed)` in the shard
+    order of `seed` (an epoch's, `pipeline.data.pipelines.epoch_seed`);
+    `parse_record` turns one into (image, label), so the training pipeline
+    parses inside its decoding map instead of in a stage of its own. Every
+    image in them was decoded once by prepare, so no bad-file check is needed.
     """
 
     train_records: "tf.data.Dataset" = None  # noqa: F821
+    train_records_for: object = None  # seed -> train_records in the shard order of that seed
     parse_record: object = None  # serialized record -> (image or JPEG bytes, int32 label)
     stored_side: int = 0  # the shorter side the images were prepared at (prepared.json's "size")
     layout: "RawLayout" = None  # raw records only
@@ -370,11 +372,11 @@ def records_source(data_config, seed=0):
 
     files = {name: sorted(str(p) for p in root.glob(f"{name}-*.tfrecord")) for name in ("train", "validation")}
 
-    def records(name, shuffle, reader=tf.data.TFRecordDataset):
+    def records(name, shuffle, reader=tf.data.TFRecordDataset, order=seed):
         shards = files[name]
         dataset = tf.data.Dataset.from_tensor_slices(shards)
         if shuffle:
-            dataset = dataset.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(len(shards), seed=order, reshuffle_each_iteration=True)
         return dataset.interleave(
             reader,
             cycle_length=min(len(shards), 16),
@@ -397,7 +399,8 @@ def records_source(data_config, seed=0):
         return RecordsSource(
             train=records("train", True).map(parse, num_parallel_calls=tf.data.AUTOTUNE),
             validation=records("validation", False).map(parse, num_parallel_calls=tf.data.AUTOTUNE),
-            train_records=records("train", True), encoded=True, parse_record=parse_jpeg_record, **common,
+            train_records=records("train", True), encoded=True, parse_record=parse_jpeg_record,
+            train_records_for=lambda order: records("train", True, order=order), **common,
         )  # fmt: skip
     layout = RawLayout(int(summary["size"]), example=summary.get("raw_record") != RAW_RECORD)
     # Training reads the records as fixed-length frames where it can (no per-record checksum); the splits as
@@ -407,5 +410,6 @@ def records_source(data_config, seed=0):
         train=records("train", True).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
         validation=records("validation", False).map(layout.decode, num_parallel_calls=tf.data.AUTOTUNE),
         train_records=records("train", True, training.read), parse_record=training.decode, layout=training,
+        train_records_for=lambda order: records("train", True, training.read, order=order),
         **common,
     )  # fmt: skip

@@ -11,35 +11,76 @@ Sources, chosen by `data.source` (`DataConfig.source_kind`):
     synthetic  random images whose colour depends on the class: learnable,
                any class count, no I/O (tests, benchmarks).
     folder:P   image folders: P/<train_split>/<class>/* and P/<validation_split>/<class>/*
-               (or P/val/<class>/*), or P/<class>/* with validation_fraction held out.
-               Class indices follow the sorted class folder names, so ImageNet synset
-               folders get TFDS imagenet2012's indices.
+               (or P/val/<class>/*), or P/<class>/* with validation_fraction held out
+               (`held_out`: each file by its own name, so adding or removing files moves
+               no other file between the splits). Class indices follow the sorted class
+               folder names, so ImageNet synset folders get TFDS imagenet2012's indices.
+               A file gone when it is read (deleted or moved since the listing) reads
+               as empty bytes, without an error: the pipelines skip it by name.
     tfds:NAME  a TensorFlow Datasets image-classification dataset (imagenet2012 from
                the two ILSVRC tars in data.manual_dir, imagenette, ...).
     records:D  TFRecords written once by `python -m pipeline.prepare`
                (`pipeline.data.records`).
 """
 
+import dataclasses
+import json
 import os
 import pathlib
 
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data.listing import IMAGE_EXTENSIONS, estimated_bytes, list_class_folders, list_images
-from pipeline.data.records import records_source
-from pipeline.data.splits import DataError, Source
+from pipeline.data.identity import digest
+from pipeline.data.listing import (
+    IMAGE_EXTENSIONS,
+    estimated_bytes,
+    list_class_folders,
+    list_images,
+    relative_name_hashes,
+)
+from pipeline.data.records import MANIFEST, records_source
+from pipeline.data.splits import DataError, Source, SplitContents
 
-# The validation split of in-memory sources never depends on the run's seed, so
-# runs with different seeds are measured on the same images.
+# The validation split never depends on the run's seed, so runs with different
+# seeds are measured on the same images.
 SPLIT_SEED = 20120101
+SPLIT_SALT = SPLIT_SEED.to_bytes(8, "little")  # the key of the hashes that draw a folder's validation files
 
 
 def _split(num_examples, fraction):
-    """A fixed permutation split into (train indices, validation indices)."""
+    """A fixed permutation split of in-memory examples into (train indices, validation indices)."""
     order = np.random.default_rng(SPLIT_SEED).permutation(num_examples)
     num_val = max(1, int(round(num_examples * fraction)))
     return np.sort(order[num_val:]), np.sort(order[:num_val])
+
+
+def held_out(hashes, fraction):
+    """Which files of a single class folder tree the validation split holds (a boolean mask).
+
+    Each file is drawn by its own name: a 64-bit hash of (SPLIT_SEED, its name
+    relative to the folder) becomes a number u uniform in [0, 1), and the file
+    is held out for validation when u < fraction. So adding or removing files
+    never moves another file between the splits, and the split is the same
+    whatever the run's seed.
+
+    Tiny folders: when no file is drawn, the one with the smallest u is held
+    out (a split needs an image); when every file is drawn, the one with the
+    largest u is not (nor is training without one). A single file is held
+    out, leaving none to train on.
+
+    Args:
+        hashes: `name_hashes(names, salt=SPLIT_SALT)` of the files' names
+            relative to the folder (<class>/<file>).
+        fraction: data.validation_fraction, in (0, 1).
+    """
+    draws = (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53  # the top 53 bits: exact in a float64
+    held = draws < fraction
+    if len(held) and not held.any():
+        held[np.argmin(draws)] = True
+    elif len(held) > 1 and held.all():
+        held[np.argmax(draws)] = False
+    return held
 
 
 def digits_source(data_config):
@@ -52,6 +93,10 @@ def digits_source(data_config):
     images = np.repeat(grey[..., None], 3, axis=-1)
     labels = digits.target.astype(np.int32)
     train_idx, val_idx = _split(len(labels), data_config.validation_fraction)
+
+    def contents(idx):
+        return SplitContents(len(idx), digest=digest(images[idx].tobytes() + labels[idx].tobytes()))
+
     return Source(
         train=tf.data.Dataset.from_tensor_slices((images[train_idx], labels[train_idx])),
         validation=tf.data.Dataset.from_tensor_slices((images[val_idx], labels[val_idx])),
@@ -59,6 +104,7 @@ def digits_source(data_config):
         train_size=len(train_idx),
         validation_size=len(val_idx),
         train_bytes=int(images[train_idx].nbytes),
+        contents={"train": contents(train_idx), "validation": contents(val_idx)},
     )
 
 
@@ -85,6 +131,11 @@ def synthetic_source(data_config, seed=0):
 
         return tf.data.Dataset.range(count).map(example)
 
+    def contents(split, count):
+        # The images are a function of these alone.
+        made = {"synthetic": split, "seed": seed, "size": size, "classes": num_classes, "count": count}
+        return SplitContents(count, digest=digest(made))
+
     return Source(
         train=make(0, num_train),
         validation=make(1, num_val),
@@ -92,22 +143,51 @@ def synthetic_source(data_config, seed=0):
         train_size=num_train,
         validation_size=num_val,
         train_bytes=num_train * size * size * 3,
+        contents={"train": contents("train", num_train), "validation": contents("validation", num_val)},
     )
 
 
-def _files_dataset(paths, labels, shuffle_seed=None):
-    """Reads files as (bytes, label, path); with a seed, in a new random order every epoch."""
+def read_if_there(path):
+    """A file's bytes, or empty bytes when there is no file of that name: no error, so no TensorFlow warning.
+
+    A file listed at the start of a run may be gone (deleted, moved) when an
+    epoch days later reads it; `pipeline.data.decode.skip_undecodable` names
+    and counts it. The check is a stat of the name (`tf.io.matching_files`,
+    its glob characters escaped), in TensorFlow: no Python on the hot path. A
+    file that is there but cannot be read (no permission) still fails the read.
+    """
+    pattern = tf.strings.regex_replace(path, r"([*?\[\]\\])", r"\\\1")
+    there = tf.size(tf.io.matching_files(pattern)) > 0
+    return tf.cond(there, lambda: tf.io.read_file(path), lambda: tf.constant(b""))
+
+
+def _files_dataset(paths, labels):
+    """The files as a function (seed=None, skip=0, repeat=False) -> dataset of (bytes, label, path).
+
+    A file that is gone reads as empty bytes (`read_if_there`). With a seed,
+    all of them in a random order (each pass of `repeat` in a new one), the
+    first `skip` left out before anything is read; without, in the order of
+    `paths`.
+    """
 
     def read(path, label):
-        return tf.io.read_file(path), label, path
+        return read_if_there(path), label, path
 
     # As bytes: a file name need not be UTF-8 (Linux names are bytes; Python hands them on escaped).
-    paths = np.array([os.fsencode(path) for path in paths], dtype=object)
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    if shuffle_seed is not None:
-        # Shuffling names, not images: the whole list, at no memory cost.
-        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    names = np.array([os.fsencode(path) for path in paths], dtype=object)
+
+    def files(seed=None, skip=0, repeat=False):
+        dataset = tf.data.Dataset.from_tensor_slices((names, labels))
+        if seed is not None:
+            # Shuffling names, not images: the whole list, at no memory cost.
+            dataset = dataset.shuffle(len(names), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
+        if skip:
+            dataset = dataset.skip(skip)
+        return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return files
 
 
 def folder_source(data_config, seed=0, shard=None):
@@ -145,20 +225,27 @@ def folder_source(data_config, seed=0, shard=None):
             f"{f' and {len(empty) - 5} more' if len(empty) > 5 else ''}; a class needs training images: "
             "add images or remove the folder(s)"
         )
+    hashes = relative_name_hashes(train_root, classes, paths)
     if val_root is not None:
         unknown = sorted(set(list_class_folders(val_root)) - set(classes))
         if unknown:
             raise DataError(f"{val_root} has classes that {train_root} lacks: {', '.join(unknown[:5])}")
         val_paths, val_labels = list_images(val_root, classes)
+        val_hashes = relative_name_hashes(val_root, classes, val_paths)
     else:
-        train_idx, val_idx = _split(len(paths), data_config.validation_fraction)
-        if not len(train_idx):
+        held = held_out(relative_name_hashes(train_root, classes, paths, salt=SPLIT_SALT),
+                        data_config.validation_fraction)
+        if held.all():
             raise DataError(
                 f"{train_root} holds {len(paths)} image file(s): none is left for training once "
                 f"data.validation_fraction ({data_config.validation_fraction}) is held out; add images"
             )
-        paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
-        labels, val_labels = labels[train_idx], labels[val_idx]
+        paths, val_paths = [p for p, h in zip(paths, held) if not h], [p for p, h in zip(paths, held) if h]
+        labels, val_labels = labels[~held], labels[held]
+        hashes, val_hashes = hashes[~held], hashes[held]
+    # What the splits hold, before this worker's share is taken: every worker has the same.
+    contents = {"train": SplitContents(len(paths), name_hashes=hashes),
+                "validation": SplitContents(len(val_paths), name_hashes=val_hashes)}
     train_size = len(paths)
     if shard is not None:
         workers, index = shard
@@ -167,9 +254,11 @@ def folder_source(data_config, seed=0, shard=None):
             raise DataError(f"{train_root} has {len(paths)} training images, fewer than the {workers} workers")
         paths, labels = paths[index::workers][:share], labels[index::workers][:share]
         train_size = share * workers
+    train_files = _files_dataset(paths, labels)
     return Source(
-        train=_files_dataset(paths, labels, shuffle_seed=seed),
-        validation=_files_dataset(val_paths, val_labels),
+        train=train_files(seed),
+        validation=_files_dataset(val_paths, val_labels)(),
+        train_epoch=train_files,
         class_names=classes,
         train_size=train_size,
         validation_size=len(val_paths),
@@ -177,6 +266,7 @@ def folder_source(data_config, seed=0, shard=None):
         shuffled=True,
         sharded=shard is not None,
         train_bytes=estimated_bytes(paths),
+        contents=contents,
     )
 
 
@@ -217,8 +307,8 @@ def tfds_source(data_config, seed=0):
     decoders = {"image": tfds.decode.SkipDecoding()}
     has_names = "file_name" in info.features
 
-    def as_triples(split, shuffle):
-        read_config = tfds.ReadConfig(shuffle_seed=seed)
+    def as_triples(split, shuffle, order=seed):
+        read_config = tfds.ReadConfig(shuffle_seed=order)
         dataset = builder.as_dataset(split=split, decoders=decoders, shuffle_files=shuffle, read_config=read_config)
         return dataset.map(
             lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32), ex["file_name"] if has_names else split),
@@ -227,15 +317,34 @@ def tfds_source(data_config, seed=0):
 
     train_size = splits[train_split].num_examples
     whole = splits[data_config.train_split]
+
+    def contents(split):
+        count = splits[split].num_examples
+        return SplitContents(count, digest=digest({"tfds": info.full_name, "split": split, "count": count}))
+
     return Source(
         train=as_triples(train_split, True),
         validation=as_triples(val_split, False),
+        # An epoch's order of files (the pipeline shuffles the examples after them).
+        train_epoch=lambda order, skip=0, repeat=False: as_triples(train_split, True, order),
         class_names=list(info.features["label"].names),
         train_size=train_size,
         validation_size=splits[val_split].num_examples,
         encoded=True,
         train_bytes=int(whole.num_bytes * train_size / max(1, whole.num_examples)) if whole.num_bytes else None,
+        contents={"train": contents(train_split), "validation": contents(val_split)},
     )
+
+
+def _records_contents(data_config, source):
+    """What a prepared dataset's splits hold: a digest of its manifest and of each split's shards (names, sizes)."""
+    root = pathlib.Path(data_config.source_location).expanduser()
+    manifest = json.loads((root / MANIFEST).read_text())
+    contents = {}
+    for split, count in (("train", source.train_size), ("validation", source.validation_size)):
+        shards = [(p.name, p.stat().st_size) for p in sorted(root.glob(f"{split}-*.tfrecord"))]
+        contents[split] = SplitContents(count, digest=digest({"manifest": manifest, "split": split, "shards": shards}))
+    return contents
 
 
 def load_source(data_config, seed=0, shard=None):
@@ -257,6 +366,7 @@ def load_source(data_config, seed=0, shard=None):
         source = folder_source(data_config, seed, shard)
     elif kind == "records":
         source = records_source(data_config, seed)
+        source = dataclasses.replace(source, contents=_records_contents(data_config, source))
     else:
         source = tfds_source(data_config, seed)
     if source.num_classes < 2:

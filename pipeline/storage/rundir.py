@@ -10,6 +10,9 @@ runs/<name>/
     model.keras      the trained Keras model
     saved_model/     the exported SavedModel
     labels.txt       class names, one per line, in class-index order
+    data_identity.json, data_identity.bin
+                     the data the run began with: class names, per split its count and digest, and (folder
+                     sources) the sorted 64-bit hashes of its files' names (pipeline.data.identity)
     metrics.json     final figures; its presence marks the run as finished
     eval_<split>_<crops>.json, figures/
                      what python -m pipeline.evaluate writes
@@ -52,6 +55,8 @@ HISTORY_FILE = "history.csv"
 ENVIRONMENT_FILE = "environment.json"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.keras"  # under checkpoints/
+DATA_IDENTITY_FILE = "data_identity.json"  # pipeline.data.identity
+DATA_HASHES_FILE = "data_identity.bin"  # its name hashes, beside it
 
 # Everything a run writes into its directory, at every depth (`pipeline.storage.files.strangers`).
 # `--overwrite` deletes a directory only when it holds nothing else; `discard_attempt` only these.
@@ -60,7 +65,7 @@ SAVED_MODEL_TREE = {
 }  # fmt: skip
 RUN_TREE = {
     CONFIG_FILE: FILE, ENVIRONMENT_FILE: FILE, METRICS_FILE: FILE, LABELS_FILE: FILE, HISTORY_FILE: FILE,
-    KERAS_FILE: FILE, "eval_*.json": FILE, **TEMPORARY,
+    KERAS_FILE: FILE, "eval_*.json": FILE, DATA_IDENTITY_FILE: FILE, DATA_HASHES_FILE: FILE, **TEMPORARY,
     LOGS_DIR: tensorboard_tree(),
     BACKUP_DIR: {"state.json": FILE, "ckpt-*.weights.h5": FILE, **TEMPORARY},
     CHECKPOINTS_DIR: {BEST_CHECKPOINT: FILE, **TEMPORARY},
@@ -148,7 +153,7 @@ class RunDir(OwnedDirectory):
                 f"{path} is not a config of this project ({exc}); choose another --run-dir"
             ) from None
 
-    def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE, ENVIRONMENT_FILE)):
+    def discard_attempt(self, keep=(CONFIG_FILE, LABELS_FILE, ENVIRONMENT_FILE, DATA_IDENTITY_FILE, DATA_HASHES_FILE)):
         """Deletes what an earlier attempt left before its first backup (logs, exports).
 
         Used when an unfinished run has no backup and so trains from epoch 0

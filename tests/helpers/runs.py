@@ -6,6 +6,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.config import load_config
+from pipeline.data import identity
 from pipeline.data.sources import load_source
 from pipeline.serving import saved_model
 from pipeline.storage.rundir import RunDir
@@ -89,6 +90,20 @@ def backup_epoch(run_dir):
         return 0
 
 
+def backed_up(backup_dir):
+    """A `RunBackup` of `backup_dir` holding the backup of a first epoch (of a tiny model): a run that resumes."""
+    import keras
+
+    from pipeline.training.backup import RunBackup
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    writer = RunBackup(backup_dir)
+    writer.set_model(model)
+    writer.on_epoch_end(0, {"loss": 1.0})
+    return RunBackup(backup_dir)
+
+
 def make_run(run_dir, *overrides):
     """A finished run directory as `pipeline.train` leaves it, without the training.
 
@@ -99,6 +114,7 @@ def make_run(run_dir, *overrides):
     source = load_source(config.data, config.seed)
     with RunDir(run_dir, config) as run:
         run.write_labels(source.class_names)
+        identity.record(run.path, identity.identify(source))
         model = build_model(config, source.num_classes)
         fc8 = model.get_layer("fc8")
         kernel, bias = fc8.get_weights()

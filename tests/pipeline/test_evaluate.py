@@ -160,12 +160,53 @@ def test_usage_errors_exit_2(run, tmp_path, capsys):
 def test_a_folder_of_photos_with_a_bad_file(run, tmp_path, capfd):
     from tests.helpers.images import jpeg_bytes, write_tree
 
-    layout = {f"validation/c{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(10) for i in range(2)}
-    layout.update({f"train/c{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
-    layout["validation/c3/empty.jpg"] = b""
+    layout = {f"validation/class_{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(10) for i in range(2)}
+    layout.update({f"train/class_{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
+    layout["validation/class_3/empty.jpg"] = b""
     write_tree(tmp_path / "photos", layout)
     results = evaluator.evaluate_run(
         run[0], crops=10, overrides=[f"data.source=folder:{tmp_path / 'photos'}"], verbose=0
     )
     assert (results["images"], results["skipped_images"]) == (20, 1)
     assert "empty.jpg" in capfd.readouterr().err
+    # The run (synthetic data) recorded no file names: another source is another split, and says so.
+    assert results["changed_since_run"] == {"added": None, "removed": None, "count": 21, "recorded_count": 8}
+
+
+def test_data_with_other_class_names_is_refused(run, tmp_path, capsys):
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    names = [f"class_{c}" for c in range(9)] + ["zebra"]  # ten classes, as the run has, one of them another
+    write_tree(tmp_path / "photos", {f"{name}/{i}.jpg": jpeg_bytes(seed=i) for name in names for i in range(2)})
+    before = {p.name: p.stat().st_mtime_ns for p in run[0].iterdir()}
+    assert evaluate.main([str(run[0]), "--set", f"data.source=folder:{tmp_path / 'photos'}", "--no-figures"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: data.source 'folder:{tmp_path / 'photos'}': its classes are not the run's (class 9 is 'zebra' in "
+        "the data, 'class_9' in the run): evaluate on data with the run's classes, in the order of its labels.txt\n"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in run[0].iterdir()} == before  # refused before writing anything
+
+
+def test_files_added_and_removed_since_the_run_are_counted(tmp_path, capsys):
+    from tests.helpers.images import jpeg_bytes, write_tree
+
+    photos = tmp_path / "photos"
+    write_tree(photos, {f"{split}/c{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for split in ("train", "val")
+                        for c in range(2) for i in range(3)})  # fmt: skip
+    run_dir = tmp_path / "run"
+    make_run(run_dir, f"data.source=folder:{photos}")
+    results = evaluator.evaluate_run(run_dir, pictures=False, verbose=0)
+    assert results["changed_since_run"] == {"added": 0, "removed": 0, "count": 6, "recorded_count": 6}
+    assert "note:" not in capsys.readouterr().out
+
+    write_tree(photos, {"val/c0/new.jpg": jpeg_bytes(seed=99), "val/c1/new.jpg": jpeg_bytes(seed=98)})
+    (photos / "val" / "c1" / "0.jpg").unlink()
+    results = evaluator.evaluate_run(run_dir, pictures=False, verbose=0)
+    assert "note: the validation split has 2 files the run did not validate on and lacks 1 it did\n" in (
+        capsys.readouterr().out)
+    assert results["changed_since_run"] == {"added": 2, "removed": 1, "count": 7, "recorded_count": 6}
+    assert json.loads((run_dir / "eval_validation_1.json").read_text())["changed_since_run"] == (
+        results["changed_since_run"])
+    assert results["images"] == 7
+    results = evaluator.evaluate_run(run_dir, split="train", pictures=False, verbose=0)
+    assert results["changed_since_run"] == {"added": 0, "removed": 0, "count": 6, "recorded_count": 6}

@@ -1,7 +1,8 @@
 """Listing image folders (`pipeline.data.listing`): the class folders, sorted, a name that is not UTF-8 refused;
 the image files of each class in a fixed order (a folder's files, then its sub-folders), hidden files and other
 suffixes left out, entries that are not regular files left out with one warning; one listing per folder inside
-`shared_listings`; the estimated size of the files. The sources built on it are in test_sources.py."""
+`shared_listings`; the estimated size of the files; the hashes of the names relative to the root. The sources
+built on it are in test_sources.py."""
 
 import os
 
@@ -89,3 +90,21 @@ def test_the_size_of_the_files_is_estimated_from_a_spread_sample(tmp_path):
     assert estimated_bytes(paths) == 1200  # all of them: the sum
     assert estimated_bytes(paths, sample=3) == 700  # files 0, 2, 4: a mean of 350/3 bytes, times 6
     assert estimated_bytes(paths + [str(tmp_path / "gone.jpg")], sample=10) == 1400  # gone: a mean of the six, times 7
+
+
+def test_name_hashes_are_of_the_names_relative_to_the_root_and_computed_once_a_listing(tmp_path):
+    from pipeline.data.identity import name_hashes
+    from pipeline.data.listing import relative_name_hashes
+
+    write_tree(tmp_path, {"a/1.jpg": b"1", "b/deeper/2.jpg": b"2"})
+    (tmp_path / "a" / os.fsdecode(b"\xff.jpg")).write_bytes(b"3")
+    paths, _ = list_images(tmp_path, ["a", "b"])
+    expected = name_hashes([b"a/1.jpg", b"a/\xff.jpg", b"b/deeper/2.jpg"])
+    assert relative_name_hashes(tmp_path, ["a", "b"], paths).tolist() == expected.tolist()
+    assert relative_name_hashes(str(tmp_path) + "/", ["a", "b"], paths).tolist() == expected.tolist()
+    with shared_listings():
+        paths, _ = list_images(tmp_path, ["a", "b"])
+        first = relative_name_hashes(tmp_path, ["a", "b"], paths)
+        assert relative_name_hashes(tmp_path, ["a", "b"], paths) is first
+        assert relative_name_hashes(tmp_path, ["a", "b"], paths, salt=b"x") is not first
+        assert not first.flags.writeable

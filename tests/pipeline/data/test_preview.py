@@ -17,12 +17,12 @@ SHORT = TINY + ["data.augment.pca_noise=0.1", "train.epochs=1", "train.steps_per
 def test_first_training_batch_leaves_the_trainers_data_as_it_was():
     config = load_config([], SHORT)
     untouched = build_datasets(config.data, 16, seed=config.seed)
-    expected = [epoch_images(untouched.train) for _ in range(2)]
+    expected = [epoch_images(untouched.train_for(epoch)) for epoch in range(2)]
     data = build_datasets(config.data, 16, seed=config.seed)
     images, labels = first_training_batch(config.data, 16, config.seed)
     assert images.shape == (16, 64, 64, 3) and images.dtype == np.uint8 and labels.shape == (16,)
     # Training then sees the epochs it sees without the picture, the first of them holding the pictured images.
-    seen = [epoch_images(data.train) for _ in range(2)]
+    seen = [epoch_images(data.train_for(epoch)) for epoch in range(2)]
     assert seen == expected and expected[0] != expected[1]
     pictured = {image.tobytes() for image in np.clip(np.rint(images), 0, 255).astype(np.uint8)}
     assert pictured <= seen[0]

@@ -166,6 +166,15 @@ def test_jpeg_records_are_parsed_where_they_are_decoded(tmp_path):
     assert tf.io.decode_jpeg(data).shape == (256, 341, 3) and label.dtype == tf.int32
     images, labels = next(iter(build_datasets(config, batch_size=8).train))
     assert images.shape == (3, 224, 224, 3) and images.dtype == tf.uint8 and labels.shape == (3,)
+    # Its identity: a digest of the manifest and the shards a split, no file names; another prepare differs.
+    from pipeline.data import identity
+
+    first = identity.identify(source)
+    assert [(first.splits[s].count, first.splits[s].hashes) for s in ("train", "validation")] == [(3, None), (1, None)]
+    assert identity.changes(first, identity.identify(load_source(config))) == {}
+    assert prepare.main(["--set", f"data.source=folder:{tmp_path / 'images'}", "--set", "data.validation_fraction=0.25",
+                         "--output", str(out), "--overwrite", "--quality", "50"]) == 0
+    assert list(identity.changes(first, identity.identify(load_source(config)))) == ["train", "validation"]
 
 
 def test_jpeg_records_batched_before_decoding_give_the_views_of_one_image_at_a_time(tmp_path, monkeypatch):

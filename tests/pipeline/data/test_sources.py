@@ -54,7 +54,10 @@ def test_folder_with_train_and_val_splits(tmp_path):
 def test_single_folder_holds_out_a_validation_fraction(tmp_path):
     write_tree(tmp_path, {f"cls{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(2) for i in range(5)})
     source = load_source(data_config(f"folder:{tmp_path}", "data.validation_fraction=0.2"))
-    assert (source.train_size, source.validation_size) == (8, 2)
+    # Each file drawn by its name (pipeline.data.sources.held_out): 4 of 10 here, the same whatever the run.
+    assert (source.train_size, source.validation_size) == (6, 4)
+    validation = [n.decode() for _, _, n in source.validation.as_numpy_iterator()]
+    assert validation == [str(tmp_path / name) for name in ("cls0/1.jpg", "cls0/4.jpg", "cls1/3.jpg", "cls1/4.jpg")]
     names = {n.numpy() for _, _, n in source.train} | {n.numpy() for _, _, n in source.validation}
     assert len(names) == 10  # every file in exactly one split
 
@@ -73,9 +76,10 @@ def test_every_bad_file_kind(tmp_path, capfd):
         "b/text.jpg": b"this is a text file with an image name",
         "b/good.JPEG": jpeg_bytes(),
     })  # fmt: skip
-    config = data_config(f"folder:{tmp_path}", "data.validation_fraction=0.01")
+    config = data_config(f"folder:{tmp_path}", "data.validation_fraction=0.25")  # validation: good.JPEG, text.jpg
     datasets = build_datasets(config, batch_size=4, seed=0)
     train, validation = collect(datasets.train), collect(datasets.validation)  # uint8 and float32 images
+    assert (len(train[0]), len(validation[0])) == (6, 1)
     images = np.concatenate([train[0], validation[0]])
     assert images.shape == (7, 64, 64, 3)  # 10 files, 3 undecodable
     assert np.isfinite(images).all()
@@ -162,6 +166,11 @@ def test_tfds_imagenet2012_from_manual_tars_trains_a_step(tmp_path):
     source = load_source(config.data)
     assert source.num_classes == 1000 and source.class_names == synsets
     assert (source.train_size, source.validation_size) == (4, 3)
+    from pipeline.data.identity import digest, identify
+
+    # TFDS knows no file names: a split is its dataset, version and split spec.
+    assert identify(source).splits["validation"].digest == digest(
+        {"tfds": "imagenet2012/5.1.0", "split": "validation", "count": 3})
     labels = sorted(int(y) for _, y, _ in source.train)
     assert labels == [0, 0, 7, 7]  # synset -> TFDS index
     # The shipped validation labels of images 1..3.
@@ -201,7 +210,7 @@ def test_training_counts_skipped_files_in_the_summary(tmp_path, capsys):
                  "train.epochs=1", "train.batch_size=2", "train.verbose=0", "export.saved_model=false"]:  # fmt: skip
         argv += ["--set", item]
     assert train.main(argv) == 0
-    assert "1 undecodable image files skipped" in capsys.readouterr().out
+    assert "1 image file skipped (gone or undecodable, named in the warnings above)" in capsys.readouterr().out
     import json
 
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_images"] == 1
@@ -224,7 +233,7 @@ def test_a_file_name_that_is_not_utf8_is_read_and_strange_entries_are_skipped_by
     )
     images, labels = collect(build_datasets(data_config(f"folder:{tmp_path}", "data.validation_fraction=0.25"),
                                             batch_size=4).train)
-    assert images.shape == (3, 64, 64, 3) and sorted(labels.tolist()) in ([0, 1, 1], [0, 0, 1])
+    assert images.shape == (3, 64, 64, 3) and sorted(labels.tolist()) == [0, 0, 1]  # b/two.png validates
 
 
 def test_a_class_folder_without_images_and_a_single_class_are_refused(tmp_path):
@@ -247,3 +256,57 @@ def test_a_class_folder_whose_name_is_not_utf8_is_refused_by_name(tmp_path):
     (tmp_path / os.fsdecode(b"cl\xe9")).mkdir()
     with pytest.raises(DataError, match=r"class folder .*/cl\\xe9: its name is not UTF-8 text"):
         load_source(data_config(f"folder:{tmp_path}"))
+
+
+GONE_SCRIPT = """
+import os, sys
+from pipeline.config import load_config
+from pipeline.data.pipelines import build_datasets
+from tests.helpers.runs import TINY
+
+config = load_config([], TINY + [f"data.source=folder:{sys.argv[1]}", "data.resize=72", "data.cache=false"])
+data = build_datasets(config.data, batch_size=4, seed=0)
+for name in sys.argv[2:]:
+    os.remove(name)  # gone after the listing, before any epoch reads it
+for epoch in range(2):
+    images = sum(int(labels.shape[0]) for _, labels in data.train)
+    images += sum(int(labels.shape[0]) for _, labels in data.validation)
+    print(f"epoch {epoch}: {images} images, {int(data.skipped.numpy())} skipped", flush=True)
+"""
+
+
+def test_files_gone_since_the_listing_are_named_once_without_tensorflow_errors(tmp_path):
+    """A run's folder changes under it: each file gone, and each undecodable validation file, met every epoch, is
+    named once by the project and counted once; TensorFlow logs nothing (a subprocess: its C++ log is seen)."""
+    import sys
+
+    from tests.helpers.processes import project_env, run
+
+    layout = {f"{split}/c{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for split in ("train", "val") for c in range(2)
+              for i in range(4)}  # fmt: skip
+    layout["val/c1/empty.jpg"] = b""
+    write_tree(tmp_path, layout)
+    gone = [tmp_path / "train" / "c0" / "1.jpg", tmp_path / "train" / "c1" / "3.jpg", tmp_path / "val" / "c0" / "2.jpg"]
+    result = run([sys.executable, "-c", GONE_SCRIPT, str(tmp_path), *map(str, gone)], env=project_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["epoch 0: 13 images, 4 skipped", "epoch 1: 13 images, 4 skipped"]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    gone_lines = [f'warning: skipping "{path}": the file is gone (deleted or moved since the folder was listed)'
+                  for path in gone]
+    assert sorted(warnings) == sorted(gone_lines + [f'warning: skipping undecodable image "{tmp_path}/val/c1/empty.jpg"'])
+    assert "W0000" not in result.stderr and "NOT_FOUND" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_file_is_read_whatever_its_name_and_a_gone_one_as_empty_bytes(tmp_path):
+    import os
+
+    from pipeline.data.sources import read_if_there
+
+    names = ["a[1].jpg", "a1.jpg", "b*.jpg", "bx.jpg", "c?.jpg", "d\\x.jpg", "e[.jpg", os.fsdecode(b"\xff[.jpg")]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"file %d" % i)
+    paths = [os.fsencode(tmp_path / name) for name in names] + [os.fsencode(tmp_path / "gone.jpg")]
+    expected = [b"file %d" % i for i in range(len(names))] + [b""]
+    assert [read_if_there(tf.constant(path)).numpy() for path in paths] == expected  # eagerly
+    dataset = tf.data.Dataset.from_tensor_slices(np.array(paths, dtype=object)).map(read_if_there)
+    assert list(dataset.as_numpy_iterator()) == expected  # and inside tf.data

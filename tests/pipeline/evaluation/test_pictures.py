@@ -114,8 +114,9 @@ def test_a_class_sorted_folder_shows_images_of_eight_classes_the_same_each_time(
     from tests.helpers.images import jpeg_bytes, write_tree
 
     # Read in class order, as every folder of class sub-folders is: the split's first 8 images hold 3 classes.
-    layout = {f"validation/c{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(10) for i in range(3)}
-    layout.update({f"train/c{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
+    # The run's class names (synthetic data): another dataset with the same classes.
+    layout = {f"validation/class_{c}/{i}.jpg": jpeg_bytes(seed=10 * c + i) for c in range(10) for i in range(3)}
+    layout.update({f"train/class_{c}/0.jpg": jpeg_bytes(seed=c) for c in range(10)})
     write_tree(tmp_path / "photos", layout)
     shown = []
 
