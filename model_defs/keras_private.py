@@ -8,32 +8,18 @@ This module imports none of them at import time.
 """
 
 
-def set_initial_epoch(model, epoch):
-    """Makes the next `model.fit` start at `epoch`: how Keras' own BackupAndRestore resumes a run.
+def build_metrics(model, element_spec):
+    """Creates the compiled metrics' variables before the first step, as `model.fit` does.
 
-    `fit(initial_epoch=...)` cannot be used from a callback, which learns the
-    epoch only in `on_train_begin`, after fit has read its arguments; Keras'
-    trainer reads `model._initial_epoch` after calling the callbacks.
+    The training loop (`pipeline.training.loop`) puts a mid-epoch backup's
+    running metrics back as its epoch begins, before any step has built them;
+    Keras builds them from a symbolic batch in its private `_symbolic_build`.
+
+    Args:
+        model: a compiled model.
+        element_spec: the (images, labels) spec of a training batch.
     """
-    model._initial_epoch = epoch
-
-
-def initial_epoch(model):
-    """The epoch a resumed run starts at (0 for a fresh one), as `set_initial_epoch` left it."""
-    return getattr(model, "_initial_epoch", None) or 0
-
-
-def release_eval_iterator(model):
-    """Lets go of `model.fit`'s validation iterator now instead of at the next validation.
-
-    Keras 3.15 keeps the iterator (and the tf.data iterator under it) from one
-    validation to the next and drops it only when the next one starts; with a
-    truncated validation set the drop stalled 6-10 s in about half of the
-    epochs on a 2-core CPU. Does nothing when the attribute is gone.
-    """
-    iterator = getattr(model, "_eval_epoch_iterator", None)
-    if iterator is not None and hasattr(iterator, "reset"):
-        iterator.reset()
+    model._symbolic_build(data_batch=tuple(element_spec))
 
 
 def summary_writers(tensorboard):

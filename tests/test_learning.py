@@ -53,13 +53,6 @@ def test_the_trainer_learns_the_digits(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_multi_worker_loop_learns_the_digits(tmp_path):
-    # The loop multi-worker training runs (`strategy.run` over model.train_step), here on one process.
-    metrics = training_run.train(load_config([], DIGITS), tmp_path / "run", loop="custom")
-    assert metrics["val_top1_error"] <= LEARNED, metrics
-
-
-@pytest.mark.slow
 def test_a_tuning_trial_learns_the_digits():
     config = load_config([], DIGITS + ["tune.epochs=3"])
     data = build_datasets(config.data, config.train.batch_size, seed=config.seed)

@@ -87,7 +87,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
             )  # fmt: skip
         except TrainingDiverged as exc:
             # The trainer's advice (start again with --overwrite) is not a search's.
-            raise TrialDiverged(f"{_what_diverged(exc)}; {self.divergence_advice()}") from None
+            raise TrialDiverged(f"{exc.what}; {self.divergence_advice()}") from None
 
     def divergence_advice(self):
         """What to do about trials that diverge, in a search."""
@@ -96,11 +96,3 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
                  else f"train.optimizer.learning_rate (now {self.config.train.optimizer.learning_rate:g})")
         return (f"the trial is recorded as FAILED and the search goes on; if many trials diverge, lower {lower} "
                 "or add train.schedule.warmup_epochs")
-
-
-def _what_diverged(exc):
-    """The facts of a `TrainingDiverged` without the trainer's advice: its first sentence.
-
-    "the training loss became nan at epoch 2, step 1 (learning rate 0.5)"
-    """
-    return str(exc).split(". ", 1)[0]

@@ -94,8 +94,9 @@ def load_config(paths=(), overrides=()):
     return build_config(merged)
 
 
-# Keys that say how a run reports itself, not what it trains: a run (or a search) resumes with other values.
-PRESENTATION_KEYS = ("train.verbose", "train.log_interval", "train.profile")
+# Keys that say how a run reports itself or waits, not what it trains: a run (or a search) resumes with other
+# values, and the workers of a cluster may differ in them.
+PRESENTATION_KEYS = ("train.verbose", "train.log_interval", "train.profile", "train.cluster_timeout")
 
 
 def comparable(config, ignore=PRESENTATION_KEYS):

@@ -256,6 +256,8 @@ class TrainConfig(_Section):
     # log files); auto: 1 on a terminal, 2 when stdout is redirected.
     verbose: Literal["auto", 0, 1, 2] = "auto"
     log_interval: float = Field(30.0, gt=0.0)  # seconds between two progress lines in a log file (verbose 2)
+    # Multi-worker training: seconds each worker waits for the others to start before it gives up.
+    cluster_timeout: float = Field(600.0, gt=0.0)
     # The metric whose best epoch is kept as checkpoints/best.keras (minimised); auto: schedule.monitor;
     # null: no best checkpoint.
     checkpoint_monitor: Optional[str] = "auto"

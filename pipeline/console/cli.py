@@ -9,7 +9,9 @@ Exit status of every command (`pipeline.train`, `evaluate`, `predict`, `export`,
     2    the command could not start: a bad argument or config, or an input
          (config file, run directory, model, labels, data) that is missing,
          unreadable, or not what it should be; a directory that is not ours
-    130  interrupted (Ctrl-C)
+    130  interrupted (Ctrl-C, SIGINT)
+    143  stopped by SIGTERM (a scheduler's preemption); training backs up first
+         (`pipeline.console.signals`)
 
 Errors a user can cause are raised as `pipeline.errors.UserError` subclasses
 (`ConfigError` and its kin: status 2; `RunFailed`: status 1) with a message of
@@ -25,7 +27,8 @@ import sys
 from importlib import metadata
 
 from pipeline import __version__
-from pipeline.errors import ConfigError, RunFailed, UserError, is_disk_full
+from pipeline.console.signals import terminate_raises
+from pipeline.errors import ConfigError, RunFailed, Stopped, UserError, is_disk_full
 
 USAGE = 2
 FAILED = 1
@@ -56,6 +59,9 @@ def report(exc):
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exit_status(exc)
+    if isinstance(exc, Stopped):
+        print(exc.message, file=sys.stderr, flush=True)
+        return exc.status
     if isinstance(exc, KeyboardInterrupt):
         print("error: interrupted: run the same command again to resume where it stopped", file=sys.stderr)
         return INTERRUPTED
@@ -84,14 +90,17 @@ def command(body):
     """Decorates a command's `main(argv=None)`: user errors become one line and an exit status.
 
     The decorated function returns the status (0 when `body` returns None)
-    instead of raising, so tests can call `main([...])` and check it.
+    instead of raising, so tests can call `main([...])` and check it. While it
+    runs, SIGTERM raises `Stopped` (`pipeline.console.signals`): one line and
+    exit status 143 instead of a silent end.
     """
 
     @functools.wraps(body)
     def main(argv=None):
         try:
-            status = body(argv)
-        except (Exception, KeyboardInterrupt) as exc:
+            with terminate_raises():
+                status = body(argv)
+        except (Exception, KeyboardInterrupt, Stopped) as exc:
             status = report(exc)
             if status is None:
                 raise

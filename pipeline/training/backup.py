@@ -1,4 +1,4 @@
-"""The backup of an unfinished run: atomic, complete, and resumed by the same command."""
+"""The backup of an unfinished run: atomic, complete, and resumed by the same command at the step it stopped."""
 
 import json
 import pathlib
@@ -6,11 +6,15 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
-from model_defs import keras_private
-from pipeline.storage.files import atomic_write_text
+from pipeline.storage.files import DirectoryError, atomic_write_text
 from pipeline.storage.models import save_weights
+from pipeline.training.loop import Position
 from pipeline.training.record import now_utc, write_history
+
+# What to do with a damaged backup: the last words of its error.
+_DAMAGED_ADVICE = "restore it from a copy, or pass --overwrite to train the run afresh"
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -31,13 +35,16 @@ class RunBackup(keras.callbacks.Callback):
       object with `get_state()` / `set_state()`, e.g. the plateau schedule's
       patience counter), so a resumed run ends with the same figures and
       schedule as an uninterrupted one.
+    - The position to the step, and what a step changes beyond the weights:
+      the dropout layers' random state and, for a backup taken mid-epoch, the
+      epoch's running metrics. The training loop (`pipeline.training.loop`)
+      starts a resumed run at `position`, with the batches an uninterrupted
+      run would see from there, so it ends with the same weights.
     - A backup at the end of every epoch also when `save_freq` is a step
-      count, and no deletion at the end of training: the trainer deletes
-      the backup only after the exports and metrics.json are written, so a
-      kill during export resumes into "all epochs done, export again".
-
-    A backup taken mid-epoch (`save_freq` = N steps) restores that state and
-    runs its epoch again from the epoch's first batch, as Keras does.
+      count, one where the loop stops on a signal (`save_at`), and no
+      deletion at the end of training: the trainer deletes the backup only
+      after the exports and metrics.json are written, so a kill during export
+      resumes into "all epochs done, export again".
 
     Put it last in the callback list: it records the logs the others filled
     in, and restores callback state after their `on_train_begin` resets.
@@ -72,17 +79,42 @@ class RunBackup(keras.callbacks.Callback):
         self._step_in_epoch = 0
         self._steps_since_save = 0
         self._session_start = None
+        self._metrics = None  # a mid-epoch backup's running metrics, put back when its epoch begins again
+        self.restored = None  # the state this session resumed from (None: a fresh run)
+
+    @property
+    def position(self):
+        """Where the run stands (`pipeline.training.loop.Position`): the loop starts a resumed run there."""
+        return Position(self._epoch, self._step_in_epoch)
 
     def read_state(self):
         """The committed backup's state (a dict), or None when there is none.
 
         Needs no model, so the trainer can tell before building anything
         whether, and from which epoch, a run resumes.
+
+        Raises:
+            DirectoryError: state.json is damaged (cut short, empty, not this project's), or the
+                weights file it names is missing.
         """
         path = self.path / self.STATE_FILE
         if not path.is_file():
             return None
-        return json.loads(path.read_text())
+        try:
+            state = json.loads(path.read_text())
+            missing = [key for key in ("epoch", "step", "weights", "saves", "train_seconds", "history", "callbacks")
+                       if key not in state]
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise DirectoryError(f"{path} is damaged ({type(exc).__name__}: {exc}): {_DAMAGED_ADVICE}") from None
+        if missing:
+            raise DirectoryError(f"{path} is damaged (it lacks {', '.join(missing)}): {_DAMAGED_ADVICE}")
+        weights = self.path / str(state["weights"])
+        if not weights.is_file():
+            raise DirectoryError(f"{weights}, which {path} names, is missing: {_DAMAGED_ADVICE}")
+        problem = _hdf5_problem(weights)
+        if problem:
+            raise DirectoryError(f"{weights} is damaged ({problem}): {_DAMAGED_ADVICE}")
+        return state
 
     def on_train_begin(self, logs=None):
         self._session_start = time.perf_counter()
@@ -92,23 +124,33 @@ class RunBackup(keras.callbacks.Callback):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             # The weights file holds optimizer variables; they must exist to be loaded.
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.path / state["weights"])
+        weights = self.path / state["weights"]
+        try:
+            self.model.load_weights(weights)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DirectoryError(f"{weights} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+                                 f"{_DAMAGED_ADVICE}") from None
         self.apply_state(state)
 
     def apply_state(self, state):
-        """Takes over a backup's epoch, history and callback state (not the weights)."""
-        keras_private.set_initial_epoch(self.model, state["epoch"])  # model.fit starts there
+        """Takes over a backup's position, history, random state and callback state (not the weights)."""
+        self.restored = state
         self._epoch = state["epoch"]
+        self._step_in_epoch = state["step"]
         self.history = [dict(logs) for logs in state["history"]]
         self.times = [dict(times) for times in state.get("times", [])]
         self.prior_seconds = float(state["train_seconds"])
         self._saves = int(state["saves"])
+        if state.get("random") is not None:
+            _assign(random_state(self.model), state["random"])
+        self._metrics = state.get("metrics") if state["step"] else None
         for name, callback in self.stateful.items():
             if name in state["callbacks"]:
                 callback.set_state(state["callbacks"][name])
 
     def current_state(self, weights=None):
         """This run's state as a JSON-ready dict (what `state.json` holds)."""
+        mid_epoch = self._step_in_epoch > 0
         return {
             "epoch": self._epoch,  # finished epochs
             "step": self._step_in_epoch,  # steps of the next epoch already trained (mid-epoch backups)
@@ -118,6 +160,10 @@ class RunBackup(keras.callbacks.Callback):
             "history": self.history,
             "times": self.times,
             "callbacks": {name: callback.get_state() for name, callback in self.stateful.items()},
+            # Dropout's random state: the masks of the steps to come.
+            "random": _values(random_state(self.model)) if self.model is not None else None,
+            # The epoch's running means so far (loss, errors), for the epoch's figures when it resumes.
+            "metrics": _values(self.model.metrics_variables) if mid_epoch and self.model is not None else None,
         }
 
     def train_seconds(self):
@@ -133,6 +179,10 @@ class RunBackup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        if self._metrics is not None and (logs or {}).get("first_step"):
+            # The loop reset the metrics as the epoch began; a mid-epoch backup's epoch goes on from its sums.
+            _assign(self.model.metrics_variables, self._metrics)
+        self._metrics = None
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({key: float(value) for key, value in (logs or {}).items()})
@@ -142,6 +192,13 @@ class RunBackup(keras.callbacks.Callback):
         self._step_in_epoch = 0
         self._save()
         self.write_history()
+
+    def save_at(self, position):
+        """Backs up now, at `position` (the training loop's stop at a step boundary)."""
+        if position != self.position:
+            raise ValueError(f"the backup stands at {self.position}, not at {position}")  # a bug if reached
+        if position.step and self._steps_since_save:
+            self._save()  # else this step's backup (or at step 0 the previous epoch's) is written already
 
     def write_history(self):
         """Rewrites history.csv from the history (nothing without a history_file)."""
@@ -162,3 +219,48 @@ class RunBackup(keras.callbacks.Callback):
     def delete(self):
         """Removes the backup (the run is finished)."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _hdf5_problem(path):
+    """What is wrong with an HDF5 weights file (unreadable, cut short), or None; reads its layout, not its data.
+
+    Checked when the backup is read, before the run directory receives
+    anything, rather than when the weights are loaded, after the callbacks
+    have opened their log files.
+    """
+    import h5py
+
+    size = path.stat().st_size
+    short = []
+
+    def check(name, item):
+        if isinstance(item, h5py.Dataset):
+            offset = item.id.get_offset()
+            if offset is not None and offset + item.id.get_storage_size() > size:
+                short.append(name)
+
+    try:
+        with h5py.File(path, "r") as weights:
+            weights.visititems(check)
+    except (OSError, RuntimeError, KeyError) as exc:
+        return f"not a readable weights file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if short:
+        return f"cut short: {short[0]} lies past its end of {size:,} bytes"
+    return None
+
+
+def random_state(model):
+    """The model's random state: the variables of `model.variables` that are not weights (dropout's seeds)."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _values(variables):
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in variables]
+
+
+def _assign(variables, values):
+    if len(variables) != len(values):
+        raise DirectoryError(f"the backup holds {len(values)} values for {len(variables)} variables: {_DAMAGED_ADVICE}")
+    for variable, value in zip(variables, values):
+        variable.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype)))

@@ -43,21 +43,26 @@ class EpochStats(keras.callbacks.Callback):
     Put it before the TensorBoard callback: the logs dict is shared, so both
     figures are then written with the metrics (as epoch_learning_rate and
     epoch_images_per_second). Throughput counts the training part of the epoch
-    only, not validation.
+    only, not validation; an epoch resumed at a step counts the steps it ran.
 
     Args:
         images_per_epoch: training images in one epoch.
+        steps_per_epoch: training steps in one epoch.
     """
 
-    def __init__(self, images_per_epoch):
+    def __init__(self, images_per_epoch, steps_per_epoch=1):
         super().__init__()
         self.images_per_epoch = images_per_epoch
+        self.steps_per_epoch = max(1, steps_per_epoch)
         self._start = None
         self._train_seconds = None
+        self._share = 1.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
         self._train_seconds = None
+        first = (logs or {}).get("first_step", 0)
+        self._share = max(0.0, 1.0 - first / self.steps_per_epoch)
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train_seconds is None:
@@ -67,8 +72,35 @@ class EpochStats(keras.callbacks.Callback):
         if logs is None:
             return
         seconds = self._train_seconds or (time.perf_counter() - self._start)
-        logs["images_per_second"] = self.images_per_epoch / seconds
+        logs["images_per_second"] = self.images_per_epoch * self._share / seconds
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def logged_epochs(log_dir):
+    """The epochs (0-based, as TensorBoard's step) whose figures `log_dir`'s train run holds already.
+
+    A run killed after its epoch's figures reached TensorBoard but before
+    its backup committed that epoch trains the epoch again when it resumes;
+    its logging callbacks skip the epochs found here (`skip_through`), so
+    that TensorBoard holds each step once.
+
+    Returns:
+        The highest epoch logged, or -1 when none is.
+    """
+    import glob
+
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    last = -1
+    for path in sorted(glob.glob(os.path.join(str(log_dir), "train", "events.out.tfevents.*"))):
+        try:
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                event = Event.FromString(record)
+                if any(value.tag.startswith("epoch_") for value in event.summary.value):
+                    last = max(last, int(event.step))
+        except tf.errors.DataLossError:
+            continue  # a file cut short by the kill: the events before the cut were read
+    return last
 
 
 class ReferenceLines(keras.callbacks.Callback):
@@ -80,12 +112,14 @@ class ReferenceLines(keras.callbacks.Callback):
 
     Args:
         log_dir: the TensorBoard log directory of the run.
+        skip_through: epochs up to this one are logged already (`logged_epochs`).
     """
 
-    def __init__(self, log_dir, tag="epoch_top5_error"):
+    def __init__(self, log_dir, tag="epoch_top5_error", skip_through=-1):
         super().__init__()
         self.log_dir = log_dir
         self.tag = tag
+        self.skip_through = skip_through
         self._writers = {}
 
     def on_train_begin(self, logs=None):
@@ -93,6 +127,8 @@ class ReferenceLines(keras.callbacks.Callback):
             self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch <= self.skip_through:
+            return
         for run, value in REFERENCE_LINES.items():
             with self._writers[run].as_default():
                 tf.summary.scalar(self.tag, value, step=epoch)
@@ -177,9 +213,10 @@ class Conv1Kernels(keras.callbacks.Callback):
         groups: the model's groups (model.groups): blocks of the picture.
         at_start: draw the initial kernels at step 0; False for a run that
             resumes from a backup (its first session drew them).
+        skip_through: epochs up to this one are logged already (`logged_epochs`).
     """
 
-    def __init__(self, log_dir, every=CONV1_KERNELS_EVERY, epochs=None, groups=2, at_start=True):
+    def __init__(self, log_dir, every=CONV1_KERNELS_EVERY, epochs=None, groups=2, at_start=True, skip_through=-1):
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
@@ -188,6 +225,7 @@ class Conv1Kernels(keras.callbacks.Callback):
         self.epochs = epochs
         self.groups = groups
         self.at_start = at_start
+        self.skip_through = skip_through
 
     def draw(self, step):
         """Writes the picture of the model's current conv1 kernels at `step`."""
@@ -210,12 +248,25 @@ class Conv1Kernels(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         finished = epoch + 1
-        if finished % self.every == 0 or finished == self.epochs:
+        if epoch > self.skip_through and (finished % self.every == 0 or finished == self.epochs):
             self.draw(finished)
 
 
 class TrainingDiverged(RunFailed):
-    """The training loss became NaN or infinite (exit status 1)."""
+    """The training loss became NaN or infinite (exit status 1).
+
+    Args:
+        what: the facts, e.g. "the training loss became nan at epoch 2, step 5 (learning rate 0.1)";
+            a search words its own advice after them (`tuning.hypermodel`).
+    """
+
+    def __init__(self, what):
+        self.what = what
+        super().__init__(
+            f"{what}. Lower train.optimizer.learning_rate or add train.schedule.warmup_epochs and start again "
+            "with --overwrite, or check the input data (the run's backup, if any, holds the last epoch that "
+            "ended with a finite loss)."
+        )
 
 
 class StopOnNaN(keras.callbacks.TerminateOnNaN):
@@ -223,7 +274,10 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
 
     Raising (rather than Keras' default of setting `stop_training`) matters for
     resuming: the epoch does not end, so the backup keeps the last good state
-    instead of saving diverged weights as a finished epoch.
+    instead of saving diverged weights as a finished epoch. The epoch's loss
+    is checked too, before the others see the epoch end: a step's loss is
+    computed before its update, so the update of an epoch's last step shows
+    only there.
     """
 
     def __init__(self):
@@ -234,16 +288,18 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         self._epoch = epoch
 
     def on_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
+        self._check((logs or {}).get("loss"), f"at epoch {self._epoch + 1}, step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            self._check((logs or {}).get(key), f"at the end of epoch {epoch + 1}", key)
+
+    def _check(self, loss, where, key="loss"):
         if loss is None or math.isfinite(float(loss)):
             return
         rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        raise TrainingDiverged(
-            f"the training loss became {float(loss)} at epoch {self._epoch + 1}, step {batch + 1} "
-            f"(learning rate {rate:g}). Lower train.optimizer.learning_rate or add "
-            "train.schedule.warmup_epochs and start again with --overwrite, or check the input data "
-            "(the run's backup, if any, holds the last epoch that ended with a finite loss)."
-        )
+        what = "training loss" if key == "loss" else "validation loss"
+        raise TrainingDiverged(f"the {what} became {float(loss)} {where} (learning rate {rate:g})")
 
 
 class StopOnEmptyEpoch(keras.callbacks.Callback):
@@ -252,11 +308,12 @@ class StopOnEmptyEpoch(keras.callbacks.Callback):
     A training split whose every file is undecodable is skipped file by file
     (each named in a warning) and leaves nothing to train on; the epoch would
     end with no figures at all. Placed before the backup, it stops the run
-    before an empty epoch is recorded.
+    before an empty epoch is recorded. An epoch resumed at a step counts the
+    steps an earlier session trained.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._batches = 0
+        self._batches = (logs or {}).get("first_step", 0)
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches += 1
@@ -269,28 +326,28 @@ class StopOnEmptyEpoch(keras.callbacks.Callback):
             )
 
 
-class ReleaseValidationIterator(keras.callbacks.Callback):
-    """Lets go of `model.fit`'s validation iterator as soon as each validation ends.
-
-    Keras keeps it until the next validation starts, and discarding a
-    truncated one (`train.validation_steps`) then can stall the epoch for
-    seconds; released here, nothing waits on it. Reaches into a private
-    attribute of Keras (`model_defs.keras_private`).
-    """
-
-    def on_test_end(self, logs=None):
-        keras_private.release_eval_iterator(self.model)
-
-
 class RunTensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` that flushes its event files at the end of every epoch.
+    """`keras.callbacks.TensorBoard` that flushes its event files at the end of every epoch, and logs no epoch twice.
 
     Event writers buffer for up to two minutes; after a kill, the epochs a
     backup has committed must already be on disk, or the resumed run's charts
-    would have holes. Put it before `RunBackup`.
+    would have holes. Put it before `RunBackup`. Epochs up to `skip_through`
+    are in the event files already (`logged_epochs`): a resumed run trains
+    such an epoch again and logs nothing for it.
+
+    Args:
+        log_dir: the TensorBoard log directory.
+        skip_through: the last epoch already logged (-1: none).
+        **kwargs: `keras.callbacks.TensorBoard`'s.
     """
 
+    def __init__(self, log_dir, skip_through=-1, **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self.skip_through = skip_through
+
     def on_epoch_end(self, epoch, logs=None):
+        if epoch <= self.skip_through:
+            return
         super().on_epoch_end(epoch, logs)
         for writer in keras_private.summary_writers(self).values():
             writer.flush()

@@ -5,16 +5,15 @@
 `pipeline.training.run.train`) train through these three functions, so a fix
 made here reaches all of them:
 
-    plan = plan_epochs(config.train, data, cluster)     # what one epoch reads
+    plan = plan_epochs(config.train, data, cluster)     # what each epoch reads
     callbacks = build_callbacks(config, plan, rate, logging=[...], backup=...)
     history = fit(model, plan, cluster, callbacks, epochs=config.train.epochs)
 """
 
 import dataclasses
 import math
-import warnings
 
-from pipeline.training.multiworker import fit_distributed
+from pipeline.training.loop import Position, TrainingLoop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,24 +21,28 @@ class EpochPlan:
     """What each epoch of training reads, as the loop gets it.
 
     Attributes:
-        train: the batched training dataset (repeated when an epoch is a fixed
-            number of steps).
+        train_for: (epoch, first_step) -> the batched training dataset of that
+            epoch from that step on, a function of the seed and the epoch
+            alone (`pipeline.data.pipelines.Datasets.train_for`): a resumed
+            run reads what an uninterrupted one reads.
         validation: the batched validation dataset, truncated to
             train.validation_steps batches.
         steps_per_epoch: training steps in one epoch.
         images_per_epoch: training images in one epoch (throughput).
-        repeated: whether `train` repeats (epochs of `steps_per_epoch` steps)
-            or is one pass per epoch.
+        repeated: whether an epoch is `steps_per_epoch` steps of a stream
+            that repeats the data (train.steps_per_epoch), or one pass.
         exact: whether `steps_per_epoch` is exact; False when undecodable
             files, skipped as they are met, may shorten a pass over files.
+        element_spec: the training batches' (images, labels) spec.
     """
 
-    train: object
+    train_for: object
     validation: object
     steps_per_epoch: int
     images_per_epoch: int
     repeated: bool
     exact: bool = True
+    element_spec: object = None
 
 
 def plan_epochs(train_config, data, cluster, in_memory=False):
@@ -50,29 +53,38 @@ def plan_epochs(train_config, data, cluster, in_memory=False):
     """
     import tensorflow as tf
 
-    train_ds, validation_ds = data.train, data.validation
     repeated = bool(train_config.steps_per_epoch)
-    if repeated:
-        train_ds = train_ds.repeat()
+    batch = train_config.batch_size
+    validation_ds = data.validation
     if train_config.validation_steps:
-        # The first batches, every epoch. Truncating the dataset rather than
-        # passing validation_steps to fit: Keras 3.15's fit under a
-        # tf.distribute strategy raises StopIteration in the second epoch
-        # when validation_steps reaches the end of the validation data.
+        # The first batches, every epoch.
         validation_ds = validation_ds.take(train_config.validation_steps)
-    if cluster.multi_worker and not data.split_by_files:
-        # No record files to split between workers (in memory, or a list of
-        # image files in one op): every worker runs the pipeline and keeps its
-        # share of each batch. A folder's training files are already split
-        # (`build_datasets(shard=...)`), so each worker decodes only its own.
-        # tfds: and records: sources keep tf.data's AUTO policy, which gives
-        # each worker its own record files.
-        policy = tf.data.experimental.AutoShardPolicy
-        train_ds = _shard_policy(train_ds, policy.OFF if data.train_sharded else policy.DATA)
-        validation_ds = _shard_policy(validation_ds, policy.DATA)
-    steps = train_config.steps_per_epoch or math.ceil(data.train_size / train_config.batch_size)
-    images = steps * train_config.batch_size if repeated else data.train_size
-    return EpochPlan(train_ds, validation_ds, steps, images, repeated, exact=repeated or in_memory)
+    policy = None
+    # Examples each worker's pipeline yields for one step: the global batch, or its share when the
+    # workers read data of their own (a folder's files split between them, or record files).
+    per_step = batch
+    if cluster.multi_worker:
+        if data.split_by_files or data.train_sharded:
+            per_step = batch // cluster.workers
+        if not data.split_by_files:
+            # No record files to split between workers (in memory, or a list of
+            # image files in one op): every worker runs the pipeline and keeps its
+            # share of each batch. A folder's training files are already split
+            # (`build_datasets(shard=...)`), so each worker decodes only its own.
+            # tfds: and records: sources keep tf.data's AUTO policy, which gives
+            # each worker its own record files.
+            kind = tf.data.experimental.AutoShardPolicy
+            policy = kind.OFF if data.train_sharded else kind.DATA
+            validation_ds = _shard_policy(validation_ds, kind.DATA)
+    steps = train_config.steps_per_epoch or math.ceil(data.train_size / batch)
+
+    def train_for(epoch, first_step=0):
+        dataset = data.train_for(epoch, first_step * per_step, repeat=repeated)
+        return _shard_policy(dataset, policy) if policy is not None else dataset
+
+    images = steps * batch if repeated else data.train_size
+    return EpochPlan(train_for, validation_ds, steps, images, repeated, exact=repeated or in_memory,
+                     element_spec=data.validation.element_spec)
 
 
 def _shard_policy(dataset, kind):
@@ -90,8 +102,8 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
     ten-crop validation (with train.validation_crops: 10), which adds to the
     logs the others read; EpochStats, which adds the learning rate and
     images/s; the progress lines, which show them; then `logging` (TensorBoard
-    and pictures for a run, KerasTuner's callbacks for a trial); the
-    validation-iterator release; the plateau schedule, after the logging, so
+    and pictures for a run, KerasTuner's callbacks for a trial); the plateau
+    schedule, after the logging, so
     that the logged rate is the one the epoch used; the best checkpoint; the
     backup last: it records what the others wrote and restores state after
     their resets.
@@ -115,7 +127,6 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
     from pipeline.evaluation.ten_crop import TenCropValidation
     from pipeline.training.callbacks import (
         EpochStats,
-        ReleaseValidationIterator,
         StopOnEmptyEpoch,
         StopOnNaN,
     )
@@ -145,18 +156,18 @@ def build_callbacks(config, plan, learning_rate, logging=(), backup=None, epochs
         StopOnEmptyEpoch(),
         *per_step,
         *ten_crop,
-        EpochStats(plan.images_per_epoch),
+        EpochStats(plan.images_per_epoch, plan.steps_per_epoch),
         *progress,
         *logging,
-        ReleaseValidationIterator(),
         *plateau,
         *checkpoints,
         *([backup] if backup is not None else []),
     ]
 
 
-def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, loop="auto", on_train_begin=None):
-    """Trains `model` for the plan's epochs: `model.fit`, or the `strategy.run` loop under multi-worker training.
+def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, start=None, stop=None, on_stop=None,
+        on_train_begin=None):
+    """Trains `model` for the plan's epochs with the training loop (`pipeline.training.loop`).
 
     Args:
         model: the compiled model, built in `cluster.strategy`'s scope.
@@ -164,35 +175,19 @@ def fit(model, plan, cluster, callbacks, epochs, initial_epoch=0, loop="auto", o
         cluster: the `pipeline.training.strategy.Cluster`.
         callbacks: from `build_callbacks`.
         epochs: the epoch to stop after.
-        initial_epoch: the epoch to start at (Hyperband continues trials;
-            a backup sets its own through the model).
-        loop: "auto" (the multi-worker loop under multi_worker, else fit),
-            "fit" or "custom" to force one.
-        on_train_begin: called after the callbacks' on_train_begin in the
-            custom loop (the chief's broadcast).
+        initial_epoch: the epoch to start at when `start` is None (Hyperband
+            continues trials there).
+        start: the `Position` to start at, or a function returning it after
+            the callbacks' `on_train_begin` (a run's backup: `RunBackup.position`).
+        stop: the `pipeline.console.signals.StopAtStep` the loop reads at every
+            step boundary (None: none).
+        on_stop: called with the `Position` every worker stops at (the backup's `save_at`).
+        on_train_begin: called after the callbacks' on_train_begin (the
+            chief's broadcast).
 
     Returns:
         The `keras.callbacks.History`.
     """
-
-    if loop == "custom" or (loop == "auto" and cluster.multi_worker):
-        return fit_distributed(
-            model, cluster.strategy, plan.train, epochs, plan.steps_per_epoch, validation_data=plan.validation,
-            callbacks=callbacks, verbose=0, repeated=plan.repeated, on_train_begin=on_train_begin,
-        )  # fmt: skip
-    with warnings.catch_warnings():
-        # Keras says "Your input ran out of data; interrupting training"
-        # whenever a dataset of unknown length ends, which is how each
-        # of our epochs ends (undecodable files are dropped, so the
-        # length is not known beforehand). It ends the epoch, not the run.
-        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-        return model.fit(
-            plan.train,
-            validation_data=plan.validation,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=plan.steps_per_epoch if plan.repeated else None,
-            callbacks=callbacks,
-            verbose=0,  # progress comes from the callbacks (pipeline.training.progress)
-            shuffle=False,  # the dataset shuffles itself
-        )
+    loop = TrainingLoop(model, cluster.strategy, plan, callbacks)
+    return loop.run(epochs, start=start or Position(initial_epoch, 0), stop=stop, on_stop=on_stop,
+                    on_train_begin=on_train_begin)

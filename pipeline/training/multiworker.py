@@ -1,20 +1,15 @@
-"""Multi-worker training: a loop over `strategy.run`, and the chief's state handed to every worker.
+"""Multi-worker training: the chief's state handed to every worker, and a digest to compare their weights.
 
-Keras 3.15's `model.fit` fails under MultiWorkerMirroredStrategy
-(keras-team/keras#20585), so `fit_distributed` runs the same model, optimizer,
-loss, metrics and callbacks in a loop over `strategy.run(model.train_step)` -
-the step function `model.fit` itself runs - and the trainer uses it there.
 Only the chief worker writes the run directory; the others write to a
 temporary directory, and on a (re)start take the chief's weights and state
-(`sync_from_chief`), so no shared file system is needed.
+(`sync_from_chief`), so no shared file system is needed. The training loop
+itself (`pipeline.training.loop`) is the same for one worker and many.
 """
 
 import hashlib
 import json
 
 import numpy as np
-
-from model_defs import keras_private
 
 
 def broadcast_from_chief(strategy, values):
@@ -81,7 +76,9 @@ def sync_from_chief(cluster, model, backup):
     """Gives every worker the chief's weights, optimizer state and backup state.
 
     Called after the backup's `on_train_begin`: the chief has restored its
-    backup (if any); the others hold fresh variables and no backup.
+    backup (if any); the others hold fresh variables and no backup. They take
+    the chief's weights and optimizer state, then its backup's position,
+    history, random state and running metrics (`RunBackup.apply_state`).
 
     Args:
         cluster: the `Cluster`.
@@ -93,9 +90,57 @@ def sync_from_chief(cluster, model, backup):
     variables = list(model.weights) + list(model.optimizer.variables)
     for variable, value in zip(variables, broadcast_from_chief(cluster.strategy, [v.value for v in variables])):
         variable.assign(value)
-    state = broadcast_json(cluster.strategy, backup.current_state(), cluster.is_chief)
-    if not cluster.is_chief:
+    # The chief's backup as read, not as its variables hold it now: reading the running metrics is an
+    # all-reduce over every worker, which only the chief would enter here.
+    state = broadcast_json(cluster.strategy, backup.restored, cluster.is_chief)
+    if not cluster.is_chief and state is not None:
         backup.apply_state(state)
+
+
+def agree_on_data(cluster, identity):
+    """Refuses, on every worker at once, a cluster whose workers found other data than the chief's.
+
+    Workers on other hosts read their own copy of the data: other class
+    folders, or other files, would train a model whose outputs mean nothing
+    (the workers' gradients are summed). Every worker compares the chief's
+    `pipeline.data.identity.DataIdentity` digests with its own; one all-reduce
+    tells all of them which workers differ, so all of them stop together.
+
+    Args:
+        cluster: the `Cluster`.
+        identity: this worker's `DataIdentity` (of the whole splits, before its share is taken).
+
+    Raises:
+        DataError: some worker's classes or files differ from the chief's.
+    """
+    import tensorflow as tf
+
+    from pipeline.data.identity import class_change
+    from pipeline.data.splits import DataError
+
+    if not cluster.multi_worker:
+        return
+    mine = {"classes": list(identity.class_names),
+            "splits": {split: [part.count, part.digest] for split, part in sorted(identity.splits.items())}}
+    chiefs = broadcast_json(cluster.strategy, mine, cluster.is_chief)
+    classes = class_change(chiefs["classes"], mine["classes"], now="on this worker", then="on the chief")
+    files = [split for split in mine["splits"] if mine["splits"][split] != chiefs["splits"].get(split)]
+    flags = np.zeros(cluster.workers, np.int32)
+    flags[cluster.task_index] = bool(classes or files)
+
+    def differ():
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(tf.constant(flags)))
+
+    summed = cluster.strategy.experimental_local_results(cluster.strategy.run(tf.function(differ)))[0].numpy()
+    others = [index for index, flag in enumerate(summed) if flag]
+    if not others:
+        return
+    if classes or files:
+        what = classes or f"its {' and '.join(files)} files are not the chief's"
+        raise DataError(f"this worker's data is not the chief's ({what}): give every worker the same data.source")
+    raise DataError(f"worker {', '.join(map(str, others))} found other data than the chief's (see its output): "
+                    "give every worker the same data.source")
 
 
 def weights_digest(model):
@@ -106,104 +151,3 @@ def weights_digest(model):
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()[:16]
-
-
-def fit_distributed(
-    model,
-    strategy,
-    train_data,
-    epochs,
-    steps_per_epoch,
-    validation_data=None,
-    callbacks=(),
-    verbose=1,
-    repeated=False,
-    on_train_begin=None,
-):
-    """`model.fit` for strategies it does not support: a loop over `strategy.run(model.train_step)`.
-
-    The same step functions as `model.fit` (`model.train_step`,
-    `model.test_step`), the same callbacks through a `CallbackList` in the
-    same order of calls, and the same logs: per-step figures are the mean over
-    replicas, epoch figures the metrics' global results.
-
-    Args:
-        model: a compiled model, built in `strategy.scope()`.
-        strategy: the `tf.distribute.Strategy`.
-        train_data: batched training `tf.data.Dataset` (global batch).
-        epochs: the epoch to stop after (epochs already done come from
-            `model_defs.keras_private.initial_epoch`, which a backup sets).
-        steps_per_epoch: training steps in one epoch.
-        validation_data: batched validation dataset (all of it is used each epoch), or None.
-        callbacks: Keras callbacks.
-        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
-        repeated: whether `train_data` repeats (one iterator for the whole run,
-            epochs of `steps_per_epoch` steps) or is one pass per epoch.
-        on_train_begin: called after the callbacks' `on_train_begin` (e.g.
-            `sync_from_chief`).
-
-    Returns:
-        The `keras.callbacks.History`.
-    """
-    import keras
-    import tensorflow as tf
-
-    callbacks = keras.callbacks.CallbackList(
-        list(callbacks),
-        add_history=True,
-        add_progbar=verbose != 0,
-        model=model,
-        verbose=verbose,
-        epochs=epochs,
-        steps=steps_per_epoch,
-    )
-
-    def reduced(outputs):
-        return {
-            name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for name, value in outputs.items()
-        }
-
-    train_function = tf.function(lambda batch: reduced(strategy.run(model.train_step, args=(batch,))),
-                                 jit_compile=bool(model.jit_compile), reduce_retracing=True)
-    test_function = tf.function(lambda batch: reduced(strategy.run(model.test_step, args=(batch,))),
-                                reduce_retracing=True)
-    train_dist = strategy.experimental_distribute_dataset(train_data)
-    val_dist = strategy.experimental_distribute_dataset(validation_data) if validation_data is not None else None
-
-    model.stop_training = False
-    callbacks.on_train_begin()
-    if on_train_begin is not None:
-        on_train_begin()
-    iterator = iter(train_dist) if repeated else None
-    epoch_logs = None
-    for epoch in range(keras_private.initial_epoch(model), epochs):
-        model.reset_metrics()
-        callbacks.on_epoch_begin(epoch)
-        if not repeated:
-            iterator = iter(train_dist)
-        for step in range(steps_per_epoch):
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            callbacks.on_train_batch_begin(step)
-            logs = train_function(batch)
-            callbacks.on_train_batch_end(step, logs)
-            if model.stop_training:
-                break
-        # Read in cross-replica context, the metrics aggregate over all replicas of all workers.
-        epoch_logs = {name: float(value) for name, value in model.get_metrics_result().items()}
-        if val_dist is not None:
-            model.reset_metrics()
-            callbacks.on_test_begin()
-            for step, batch in enumerate(val_dist):
-                callbacks.on_test_batch_begin(step)
-                callbacks.on_test_batch_end(step, test_function(batch))
-            val_logs = {name: float(value) for name, value in model.get_metrics_result().items()}
-            callbacks.on_test_end(val_logs)
-            epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
-        callbacks.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
-    callbacks.on_train_end(epoch_logs)
-    return model.history

@@ -2,19 +2,26 @@
 
 A run ends in this order (see `pipeline.storage.rundir`): last epoch backed up,
 exports written, metrics.json written, backup deleted; the same command
-resumes an unfinished run from its backup. Under multi-worker training only
-the chief writes the run directory; the others write a temporary one.
+resumes an unfinished run from its backup, at the step it stopped. SIGINT or
+SIGTERM stops training at the next step boundary with a backup there
+(`pipeline.console.signals`, `pipeline.training.loop`). Under multi-worker
+training only the chief writes the run directory; the others write a
+temporary one.
 """
 
 import contextlib
 import functools
 import pathlib
 import shutil
+import signal
 import tempfile
 
+from pipeline.config import comparable
+from pipeline.console.signals import StopAtStep
+from pipeline.data import identity
 from pipeline.data.listing import shared_listings
 from pipeline.data.preview import first_training_batch
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, Stopped, signal_name
 from pipeline.evaluation.references import comparison_table
 from pipeline.serving.saved_model import export_run
 from pipeline.storage.rundir import (
@@ -29,7 +36,7 @@ from pipeline.storage.rundir import (
 from pipeline.training import core
 from pipeline.training.hardware import replica_devices, resolve
 from pipeline.training.model import build_model, compile_model, precision_note
-from pipeline.training.multiworker import sync_from_chief, weights_digest
+from pipeline.training.multiworker import agree_on_data, sync_from_chief, weights_digest
 from pipeline.training.strategy import make_cluster, scaled_learning_rate
 
 
@@ -43,10 +50,14 @@ def _summary(metrics, run_path):
                  f"({metrics['images_per_second']:.1f} training images/s).",
              *comparison_table("validation", errors, accuracy=True)]  # fmt: skip
     if metrics.get("skipped_images"):
-        lines.append(f"  {metrics['skipped_images']} undecodable image files skipped (named in the warnings above)")
+        skipped = metrics["skipped_images"]
+        lines.append(f"  {skipped} image file{'' if skipped == 1 else 's'} skipped (gone or undecodable, named in the "
+                     "warnings above)")
     if metrics.get("best_epoch") is not None:
+        best = run_path / CHECKPOINTS_DIR / BEST_CHECKPOINT
+        where = best if best.is_file() else f"{best} is gone (deleted since it was written)"
         lines.append(f"Best epoch {metrics['best_epoch']} of {metrics['epochs']} by {metrics['best_monitor']} "
-                     f"({metrics['best_value']:.4g}): {run_path / CHECKPOINTS_DIR / BEST_CHECKPOINT}")
+                     f"({metrics['best_value']:.4g}): {where}")
     lines += [f"Run directory: {run_path} (history.csv: one row per epoch)",
               f"  tensorboard --logdir {run_path / LOGS_DIR}"]
     return "\n".join(lines)
@@ -80,7 +91,7 @@ def _announce_resume(run, backup_state, epochs):
     else:
         where = f"from epoch {backup_state['epoch'] + 1} of {epochs}"
         if backup_state["step"]:
-            where += f" (backed up after step {backup_state['step']} of it; the epoch restarts from its first batch)"
+            where += f", step {backup_state['step'] + 1} (the {backup_state['step']:,} steps before it are trained)"
         print(f"Resuming the unfinished run in {run.path} {where}")
 
 
@@ -103,7 +114,7 @@ def _check_validation_crops(config, cluster):
         )
 
 
-def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
+def train(config, run_dir, overwrite=False, tf_config=None):
     """Trains, evaluates and exports one run.
 
     Args:
@@ -112,20 +123,22 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         overwrite: replace a finished run there (only a run directory of this project).
         tf_config: multi-worker cluster as a TF_CONFIG dict (None: the
             TF_CONFIG environment variable, if any).
-        loop: "auto" (`model.fit`; the `strategy.run` loop under
-            multi_worker), "fit" or "custom" to force one.
 
     Returns:
         The final figures (also written to metrics.json).
 
     Raises:
         DirectoryError: the run directory is finished, busy, holds another
-            config, or is not a run directory.
+            config, is not a run directory, or its backup is damaged.
         TrainingDiverged: the loss became NaN or infinite.
+        RunFailed: a worker of the cluster was lost.
+        Stopped: SIGINT or SIGTERM (on any worker) stopped training at a
+            step boundary, backed up there.
     """
 
     # Before any other TensorFlow work: multi-worker collectives are configured at start-up.
-    cluster = make_cluster(config.train, tf_config)
+    # The workers of a cluster compare their configs before it starts (presentation keys may differ).
+    cluster = make_cluster(config.train, tf_config, agreement=comparable(config))
     _check_validation_crops(config, cluster)  # before the run directory is written
     check_monitor(config, "train.checkpoint_monitor", checkpoint_monitor(config.train))
     # The saved config keeps "auto"; the run trains with what auto chose on these devices.
@@ -140,10 +153,11 @@ def train(config, run_dir, overwrite=False, tf_config=None, loop="auto"):
         backup = RunBackup(run.sub(BACKUP_DIR), save_freq=t.backup_every_steps or "epoch", history_file=history)
         keras.utils.set_random_seed(config.seed)
         data, model, plan, callbacks = _start(resolved, run, cluster, backup, choices)
-        core.fit(
-            model, plan, cluster, callbacks, t.epochs, loop=loop,
-            on_train_begin=lambda: sync_from_chief(cluster, model, backup),
-        )  # fmt: skip
+        with StopAtStep() as stop, cluster.peers_watched(lambda: backup.position.describe(t.epochs, plan.steps_per_epoch)):
+            core.fit(
+                model, plan, cluster, callbacks, t.epochs, start=lambda: backup.position, stop=stop,
+                on_stop=backup.save_at, on_train_begin=lambda: sync_from_chief(cluster, model, backup),
+            )  # fmt: skip
         return _finish(resolved, run, cluster, model, data, backup, callbacks)
 
 
@@ -181,6 +195,10 @@ def _start(config, run, cluster, backup, choices):
         shard = (cluster.workers, cluster.task_index) if cluster.multi_worker else None
         data = build_datasets(config.data, t.batch_size, seed=config.seed, shard=shard)
         check_monitor(config, "train.checkpoint_monitor", checkpoint_monitor(t), data.num_classes)
+        # Every worker found the data the chief found, and a resumed run the data it began with: refused here,
+        # before the run directory receives anything.
+        agree_on_data(cluster, data.identity)
+        data_notes = identity.check_resume(run.path, data.identity) if run.resumed and cluster.is_chief else []
         picture = None  # the chief's picture of the first batch: the batch, or a function drawing it
         if cluster.is_chief:
             picture = functools.partial(first_training_batch, config.data, t.batch_size, config.seed, shard)
@@ -192,10 +210,17 @@ def _start(config, run, cluster, backup, choices):
         if cluster.is_chief:
             record_environment(run.sub(ENVIRONMENT_FILE), environment(cluster.devices, choices))
         _announce_resume(run, backup.read_state(), t.epochs)
+        for line in data_notes:
+            print(line)
         if data.train_sharded:
             print(f"Worker {cluster.task_index} reads {data.train_size // cluster.workers} of the "
                   f"{data.train_size} training images each epoch")
-        run.write_labels(data.class_names)
+        if not run.resumed:
+            # Once, as the run begins: a resumed run keeps the classes and the record of the data it began with.
+            run.write_labels(data.class_names)
+            identity.record(run.path, data.identity)
+        elif cluster.is_chief and identity.read(run.path) is None:
+            identity.record(run.path, data.identity)  # a run begun before data was recorded: from now on
         rate = scaled_learning_rate(t)
         with cluster.strategy.scope():
             model = compile_model(build_model(config, data.num_classes), config, data.num_classes, rate)
@@ -237,19 +262,24 @@ def logging_callbacks(config, log_dir, backup, first_batch=None, class_names=Non
         Conv1Kernels,
         ReferenceLines,
         RunTensorBoard,
+        logged_epochs,
     )
 
+    fresh = backup.read_state() is None
+    # A resumed run may train again an epoch whose figures reached TensorBoard before its kill.
+    skip = -1 if fresh else logged_epochs(log_dir)
     log_dir = str(log_dir)
     profile = tuple(config.train.profile) if config.train.profile else 0  # batches traced for the Profile tab
-    callbacks = [RunTensorBoard(log_dir, write_graph=False, profile_batch=profile), ReferenceLines(log_dir)]
+    callbacks = [RunTensorBoard(log_dir, skip_through=skip, write_graph=False, profile_batch=profile),
+                 ReferenceLines(log_dir, skip_through=skip)]
     if first_batch is None:
         return callbacks
-    fresh = backup.read_state() is None
     if fresh:
         # Opens the data source now, while the folder listing is shared.
         batch = first_batch() if callable(first_batch) else first_batch
         callbacks.append(AugmentedImageGrid(log_dir, batch, class_names))
-    callbacks.append(Conv1Kernels(log_dir, epochs=config.train.epochs, groups=config.model.groups, at_start=fresh))
+    callbacks.append(Conv1Kernels(log_dir, epochs=config.train.epochs, groups=config.model.groups, at_start=fresh,
+                                  skip_through=skip))
     return callbacks
 
 
@@ -293,7 +323,13 @@ def _finish(config, run, cluster, model, data, backup, callbacks):
     backup.write_history()
     export_run(model, run.path, config, data.class_names)
     run.write_metrics(metrics)
-    backup.delete()
-    if cluster.is_chief:
-        print(_summary(metrics, run.path))
+    try:
+        backup.delete()
+        if cluster.is_chief:
+            print(_summary(metrics, run.path), flush=True)
+    except (KeyboardInterrupt, Stopped) as exc:
+        # The run is finished (metrics.json): a signal now interrupts only its closing lines.
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise Stopped(signum, f"{signal_name(signum)} after the run finished: {run.path} holds the finished run "
+                              f"(metrics.json, its exports); python -m pipeline.evaluate {run.path} shows its figures") from None
     return metrics

@@ -19,19 +19,36 @@ count. `train.lr_scaling: linear` scales the learning rate by
 batch_size / lr_reference_batch (Goyal et al., 2017); the paper's batch of 128
 at 0.01 needs none.
 
-The multi-worker training loop and the chief's broadcast live in
-`pipeline.training.multiworker`.
+Before a multi-worker cluster starts, its workers meet in pure Python
+(`pipeline.training.rendezvous`): each says what it waits for, gives up after
+train.cluster_timeout, answers Ctrl-C, and all of them refuse to start when
+their configs differ. TensorFlow's own start that follows blocks in C++,
+deaf to signals, so it runs under a watchdog (`_watchdog`). A worker lost
+during training ends the others in one line (`Cluster.peers_watched`).
+
+The chief's broadcast of its state lives in `pipeline.training.multiworker`.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import select
+import signal
+import sys
+import threading
 
-from pipeline.errors import ConfigError
+from pipeline.console import signals
+from pipeline.errors import ConfigError, RunFailed, signal_name
 
 # The strategy must exist before TensorFlow initialises its devices (collective
 # ops are configured at start-up): callers create it before any other TF work.
+
+
+# What TensorFlow says when a peer's process is gone: its heartbeats stopped, its connection dropped.
+_PEER_GONE = re.compile(r"unhealthy|stopped sending heartbeats|Socket closed|Connection reset|failed to connect|"
+                        r"Connection refused|heartbeat", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +72,51 @@ class Cluster:
     task_index: int
     is_chief: bool
     devices: tuple
+    hosts: tuple = ()  # multi-worker: every worker's host:port, worker 0 first
 
     @property
     def multi_worker(self):
         return self.kind == "multi_worker"
+
+    def worker_name(self, index):
+        """"worker 1 of 2 (10.0.0.2:2222)"; the chief is "the chief, worker 0 of 2 (10.0.0.1:2222)"."""
+        where = f" ({self.hosts[index]})" if index < len(self.hosts) else ""
+        text = f"worker {index} of {self.workers}{where}"
+        return f"the chief, {text}" if index == 0 else text
+
+    @contextlib.contextmanager
+    def peers_watched(self, position=None):
+        """Turns the error of a collective whose peer is gone into one line naming the worker lost (exit 1).
+
+        TensorFlow notices a worker that died (its heartbeats stop, or its
+        connection drops) within seconds and aborts the collectives of the
+        others with UnavailableError and kin, whose text names the task.
+
+        Args:
+            position: a function returning where training stood, for the message.
+        """
+        if not self.multi_worker:
+            yield
+            return
+        import tensorflow as tf
+
+        try:
+            yield
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                tf.errors.DeadlineExceededError, tf.errors.InternalError, tf.errors.UnknownError) as exc:
+            if not (isinstance(exc, tf.errors.UnavailableError) or _PEER_GONE.search(exc.message or "")):
+                raise  # a collective that failed for another reason: a bug, with its traceback
+            named = sorted({int(i) for i in re.findall(r"/job:(?:worker|chief)(?:/replica:\d+)?/task:(\d+)", exc.message or "")}
+                           - {self.task_index})
+            if not named and self.workers == 2:
+                named = [1 - self.task_index]
+            lost = ", ".join(self.worker_name(i) for i in named) or "another worker"
+            where = f" at {position()}" if position is not None else ""
+            detail = (exc.message or type(exc).__name__).strip().splitlines()[0]
+            raise RunFailed(
+                f"{lost} was lost{where} ({type(exc).__name__}: {detail[:200]}); the chief's last backup is kept: "
+                "start every worker again with the same command to resume"
+            ) from None
 
     def describe(self, global_batch, learning_rate, train_config):
         """One log line: strategy, replicas, global and per-replica batch, learning rate."""
@@ -135,7 +193,7 @@ def _device_names(devices, visible):
     return names
 
 
-def make_cluster(train_config, tf_config=None):
+def make_cluster(train_config, tf_config=None, agreement=None):
     """Creates the strategy `train_config.strategy` asks for.
 
     Call it before any other TensorFlow work in the process: the multi-worker
@@ -146,13 +204,18 @@ def make_cluster(train_config, tf_config=None):
         train_config: `pipeline.config.TrainConfig`.
         tf_config: the multi-worker cluster as a TF_CONFIG dict (see
             `tf_config`); None reads the TF_CONFIG environment variable.
+        agreement: multi-worker only: a nested dict every worker must hold
+            alike (`pipeline.config.comparable` of the config), compared
+            before the cluster starts; None compares nothing.
 
     Returns:
         A `Cluster`.
 
     Raises:
-        ConfigError: unknown devices, multi_worker without TF_CONFIG, or a
-            global batch smaller than the replica count.
+        ConfigError: unknown devices, multi_worker without TF_CONFIG, a
+            global batch smaller than the replica count, a busy port, or
+            workers whose `agreement` differs (naming the keys).
+        RunFailed: a worker did not join within train.cluster_timeout.
     """
     import tensorflow as tf
 
@@ -170,25 +233,7 @@ def make_cluster(train_config, tf_config=None):
                 "train.strategy=multi_worker needs TF_CONFIG: pass --worker-hosts host:port,host:port "
                 "--task-index i (or set the TF_CONFIG environment variable)"
             )
-        resolver = None
-        if tf_config is not None:
-            resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-                tf.train.ClusterSpec(tf_config["cluster"]),
-                task_type=tf_config["task"]["type"],
-                task_id=tf_config["task"]["index"],
-                rpc_layer="grpc",
-            )
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-        resolver = strategy.cluster_resolver
-        spec = resolver.cluster_spec().as_dict()
-        workers = sum(len(spec.get(job, [])) for job in ("chief", "worker"))
-        # Worker 0 is the chief unless the cluster names a chief task.
-        is_chief = resolver.task_type == "chief" or (
-            resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec
-        )
-        task_index = int(resolver.task_id) + (1 if resolver.task_type == "worker" and "chief" in spec else 0)
-        devices = tuple(strategy.extended.worker_devices)
-        cluster = Cluster(strategy, kind, strategy.num_replicas_in_sync, workers, task_index, is_chief, devices)
+        cluster = _start_multi_worker(train_config, tf_config, agreement)
     elif kind == "mirrored":
         visible = tf.config.list_logical_devices()
         devices = _device_names(train_config.devices, visible) if train_config.devices else None
@@ -212,6 +257,111 @@ def make_cluster(train_config, tf_config=None):
             f"the number of replicas ({cluster.replicas})"
         )
     return cluster
+
+
+def _cluster_spec(tf_config):
+    """(workers' host:port list, this task's index) of a TF_CONFIG dict (None: the environment variable)."""
+    if tf_config is None:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = tf_config.get("cluster", {})
+    hosts = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
+    task = tf_config.get("task", {})
+    index = int(task.get("index", 0)) + (1 if task.get("type") == "worker" and cluster.get("chief") else 0)
+    return hosts, index
+
+
+def _start_multi_worker(train_config, tf_config, agreement):
+    """The workers meet (`rendezvous.gather`), compare `agreement`, then start TensorFlow's cluster under a watchdog."""
+    import tensorflow as tf
+
+    from pipeline.storage.rundir import changed_keys
+    from pipeline.training.rendezvous import gather
+
+    hosts, index = _cluster_spec(tf_config)
+    timeout = train_config.cluster_timeout
+    payloads = gather(hosts, index, agreement, timeout)
+    if agreement is not None:
+        for other, payload in enumerate(payloads):
+            keys = changed_keys(payloads[0], payload) if payload is not None else []
+            if keys:
+                raise ConfigError(
+                    f"worker {other}'s config differs from the chief's in {', '.join(keys[:8])}"
+                    f"{f' and {len(keys) - 8} more' if len(keys) > 8 else ''}: give every worker the same "
+                    "config files and --set options"
+                )
+    resolver = None
+    if tf_config is not None:
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(tf_config["cluster"]),
+            task_type=tf_config["task"]["type"],
+            task_id=tf_config["task"]["index"],
+            rpc_layer="grpc",
+        )
+    with _watchdog(timeout, f"the cluster of {len(hosts)} workers ({', '.join(hosts)}) did not start within "
+                            f"{timeout:g} s (train.cluster_timeout) although every worker had joined: a worker may "
+                            "have failed as it started (see its output); start every worker again"):
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        except tf.errors.UnknownError as exc:
+            if "Could not start gRPC server" in (exc.message or ""):
+                raise ConfigError(
+                    f"worker {index} could not listen on {hosts[index]} (the port was taken just now): "
+                    "choose another port in --worker-hosts"
+                ) from None
+            raise
+    # TensorFlow's C++ SIGTERM handler replaced Python's as the cluster started: take it back.
+    signals.reclaim()
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    workers = sum(len(spec.get(job, [])) for job in ("chief", "worker"))
+    # Worker 0 is the chief unless the cluster names a chief task.
+    is_chief = resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec
+    )
+    task_index = int(resolver.task_id) + (1 if resolver.task_type == "worker" and "chief" in spec else 0)
+    devices = tuple(strategy.extended.worker_devices)
+    return Cluster(strategy, "multi_worker", strategy.num_replicas_in_sync, workers, task_index, is_chief, devices,
+                   tuple(hosts))
+
+
+@contextlib.contextmanager
+def _watchdog(seconds, message):
+    """Ends the process (one line, exit 1) if the block has not ended after `seconds`; on SIGINT/SIGTERM at once.
+
+    For a TensorFlow call that blocks in C++, where Python's signal handlers
+    cannot run: their C half still writes the signal's number to the wake-up
+    descriptor (`signal.set_wakeup_fd`), which a thread watches.
+    """
+    done = threading.Event()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False) if main else -1
+
+    def watch():
+        ready, _, _ = select.select([read_end], [], [], seconds)
+        if done.is_set():
+            return
+        if ready:
+            signum = os.read(read_end, 1)[0]
+            print(f"stopped by {signal_name(signum)} while the cluster started: run the same command again to go on",
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="cluster-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        if main:
+            signal.set_wakeup_fd(previous)
+        os.write(write_end, b"\0")  # wakes the thread, which sees `done` and returns
+        thread.join()
+        os.close(read_end)
+        os.close(write_end)
 
 
 def scaled_learning_rate(train_config):

@@ -14,37 +14,18 @@ import pytest
 from model_defs import keras_private
 
 
-def _fit_source():
-    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+def test_build_metrics_creates_the_compiled_metrics_variables_before_any_step():
+    import tensorflow as tf
 
-    return inspect.getsource(TensorFlowTrainer.fit)
-
-
-def test_fit_starts_at_the_models_initial_epoch():
-    # BackupAndRestore's mechanism, which the run's backup uses to resume.
-    assert "self._initial_epoch or initial_epoch" in _fit_source()
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
-    keras_private.set_initial_epoch(model, 2)
-    assert keras_private.initial_epoch(model) == 2
-    history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=3, verbose=0)
-    assert history.epoch == [2]
-
-
-def test_fit_keeps_its_validation_iterator_on_the_model():
-    assert "self._eval_epoch_iterator" in _fit_source()
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
-    seen = []
-
-    class Probe(keras.callbacks.Callback):
-        def on_test_end(self, logs=None):
-            seen.append(getattr(self.model, "_eval_epoch_iterator", None) is not None)
-            keras_private.release_eval_iterator(self.model)
-
-    x = np.zeros((4, 2))
-    model.fit(x, np.zeros((4, 1)), validation_data=(x, np.zeros((4, 1))), epochs=2, verbose=0, callbacks=[Probe()])
-    assert seen == [True, True]
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    # The loss tracker is made by compile; the compiled metrics at the first step, or here.
+    assert [v.path for v in model.metrics_variables] == ["loss/total", "loss/count"]
+    keras_private.build_metrics(model, (tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([None], tf.int32)))
+    paths = [v.path for v in model.metrics_variables]
+    assert paths[:2] == ["loss/total", "loss/count"] and len(paths) == 4
+    assert all(p.startswith("sparse_categorical_accuracy/") for p in paths[2:])
 
 
 def test_tensorboard_keeps_its_writers_by_name(tmp_path):

@@ -110,15 +110,6 @@ def test_training_logs_ten_crop_errors_equal_to_the_evaluate_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_custom_loop_logs_ten_crop_errors_too(tmp_path):
-    config = load_config([], TEN + ["train.epochs=1", "train.steps_per_epoch=1", "export.keras=false",
-                                    "export.saved_model=false"])
-    metrics = training_run.train(config, tmp_path / "custom", loop="custom")
-    assert "val_10crop_top1_error" in metrics
-    assert len(scalars(tmp_path / "custom" / "logs" / "validation", "epoch_10crop_top1_error")) == 1
-
-
-@pytest.mark.slow
 def test_a_folder_is_listed_once_for_the_trainer_the_picture_and_ten_crops(tmp_path, monkeypatch):
     from pipeline.data import listing, sources
     from tests.helpers.images import jpeg_bytes, write_tree

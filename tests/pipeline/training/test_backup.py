@@ -10,11 +10,14 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pipeline.config import load_config
 from pipeline.storage.rundir import RunDir
 from pipeline.training import run as training_run
 from pipeline.training.backup import RunBackup
+from pipeline.training.core import EpochPlan
+from pipeline.training.loop import TrainingLoop
 from pipeline.training.schedules import PlateauSchedule
 from tests.helpers.runs import (
     TINY,
@@ -64,15 +67,28 @@ def _tiny_model():
     return model
 
 
-def _fit(backup_dir, epochs):
+def _plan():
+    """32 examples in batches of 8, the same order every epoch, no validation."""
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, 32)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, 32).astype("int32")
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    return EpochPlan(lambda epoch, first_step=0: batches.skip(first_step), None, 4, 32, repeated=False,
+                     element_spec=batches.element_spec)
+
+
+def _train(model, backup, epochs, callbacks):
+    """The training loop as a run drives it: from the backup's position."""
+    return TrainingLoop(model, tf.distribute.get_strategy(), _plan(), callbacks).run(
+        epochs, start=lambda: backup.position)
+
+
+def _fit(backup_dir, epochs):
     model = _tiny_model()
     plateau = PlateauSchedule("loss", factor=0.5, patience=0, max_reductions=3)
     snapshot = Snapshot(plateau)
     backup = RunBackup(backup_dir, stateful={"plateau": plateau})
-    history = model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, shuffle=False,
-                        callbacks=[HalveRate(), plateau, backup, snapshot])
+    # The snapshot after the backup: it sees the restored state at the start, the final one at the end.
+    history = _train(model, backup, epochs, [HalveRate(), plateau, backup, snapshot])
     return history, backup, snapshot
 
 
@@ -208,26 +224,28 @@ class Crash(keras.callbacks.Callback):
         super().__init__()
         self.at = at
         self.after = {}
+        self.order = []
 
     def on_train_batch_end(self, batch, logs=None):
+        self.order.append(batch)
         self.after[batch] = [np.array(w) for w in self.model.get_weights()]
         if batch == self.at:
             raise Killed()
 
 
 def test_backup_every_n_steps_restores_the_mid_epoch_state(tmp_path):
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, 32)
     path = tmp_path / "backup"
-    model, crash = _tiny_model(), Crash(at=2)
+    model, crash, backup = _tiny_model(), Crash(at=2), RunBackup(path, save_freq=2)
     with pytest.raises(Killed):
-        model.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False,
-                  callbacks=[RunBackup(path, save_freq=2), crash])
+        _train(model, backup, 2, [backup, crash])
     state = RunBackup(path).read_state()
     assert (state["epoch"], state["step"]) == (0, 2)  # saved after the 2nd step; the 3rd never got saved
 
-    model, snapshot = _tiny_model(), Snapshot(PlateauSchedule("loss", 0.5, 1, 1))
-    model.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False, callbacks=[RunBackup(path, save_freq=2), snapshot])
+    model, snapshot, backup = _tiny_model(), Snapshot(PlateauSchedule("loss", 0.5, 1, 1)), RunBackup(path, save_freq=2)
+    steps = Crash(at=None)
+    _train(model, backup, 2, [backup, snapshot, steps])
+    assert steps.order == [2, 3, 0, 1, 2, 3]  # the epoch goes on at its third step, not at its first
     for got, want in zip(snapshot.at_begin["weights"], crash.after[1]):
         np.testing.assert_array_equal(got, want)
     assert int(snapshot.at_begin["optimizer"][0]) == 2  # iterations
+

@@ -3,7 +3,6 @@ training batch stop the run with one message; each epoch's logs get its throughp
 errors are drawn as reference lines; and the pictures: the augmented first batch (once, at the start of a fresh
 run) and conv1's kernels (every few epochs), in TensorBoard, on the chief only."""
 
-import json
 
 import keras
 import numpy as np
@@ -31,7 +30,7 @@ from pipeline.training.callbacks import (
 )
 from pipeline.training.model import build_model
 from tests.helpers.images import epoch_images
-from tests.helpers.runs import TINY, event_steps, image_summaries, run_callbacks, scalars
+from tests.helpers.runs import TINY, backed_up, event_steps, image_summaries, run_callbacks, scalars
 
 # A short run with the PCA colour noise on, as a user's run has it.
 SHORT = TINY + [
@@ -82,6 +81,17 @@ def test_a_non_finite_loss_stops_the_run_naming_the_epoch_the_step_and_the_rate(
         "train.optimizer.learning_rate or add train.schedule.warmup_epochs and start again with --overwrite, or "
         "check the input data (the run's backup, if any, holds the last epoch that ended with a finite loss)."
     )
+    assert stop.value.what == f"the training loss became {loss} at epoch 3, step 7 (learning rate 0.05)"
+
+
+def test_a_non_finite_loss_at_the_end_of_an_epoch_stops_the_run_before_its_backup():
+    # The update of an epoch's last step shows first in the epoch's figures (a step's loss precedes its update).
+    callback = StopOnNaN()
+    callback.set_model(compiled_model(0.05))
+    callback.on_epoch_end(0, {"loss": 1.0, "val_loss": 2.0})
+    with pytest.raises(TrainingDiverged) as stop:
+        callback.on_epoch_end(1, {"loss": 1.0, "val_loss": float("nan")})
+    assert stop.value.what == "the validation loss became nan at the end of epoch 2 (learning rate 0.05)"
 
 
 def test_an_epoch_without_a_training_batch_stops_the_run():
@@ -154,17 +164,13 @@ def test_no_grid_for_other_workers_or_a_resumed_run(tmp_path):
 
     assert len(pictures(RunBackup(tmp_path / "fresh"), batch)) == 1
     assert pictures(RunBackup(tmp_path / "fresh"), None) == []
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    (resumed / RunBackup.STATE_FILE).write_text(json.dumps({"epoch": 1}))
-    assert pictures(RunBackup(resumed), batch) == []
+    assert pictures(backed_up(tmp_path / "resumed"), batch) == []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loop", ["fit", "custom"])
-def test_training_run_writes_the_first_batch_once(tmp_path, loop):
+def test_training_run_writes_the_first_batch_once(tmp_path):
     config = load_config([], SHORT)
-    training_run.train(config, tmp_path / "run", loop=loop)
+    training_run.train(config, tmp_path / "run")
     grids, descriptions = image_events(tmp_path / "run" / "logs" / "train")
     assert len(grids) == 1
     assert grids[0].shape == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2, 3)
@@ -221,8 +227,5 @@ def test_only_the_chief_draws_the_kernels_and_a_resumed_run_skips_step_0(tmp_pat
     (chief,) = kernels(RunBackup(tmp_path / "fresh"), batch)
     assert (chief.every, chief.epochs, chief.groups, chief.at_start) == (5, 7, 1, True)
     assert kernels(RunBackup(tmp_path / "fresh"), None) == []
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    (resumed / RunBackup.STATE_FILE).write_text(json.dumps({"epoch": 1}))
-    (again,) = kernels(RunBackup(resumed), batch)
+    (again,) = kernels(backed_up(tmp_path / "resumed"), batch)
     assert again.at_start is False

@@ -19,7 +19,8 @@ def test_an_epoch_without_a_training_batch_stops_the_run_with_one_line():
     cluster = make_cluster(config.train)
     plan = core.plan_epochs(config.train, data, cluster)
     # Every file undecodable: the pipeline drops them all and the epoch has nothing to train on.
-    plan = dataclasses.replace(plan, train=plan.train.filter(lambda images, labels: False))
+    every_epoch = plan.train_for
+    plan = dataclasses.replace(plan, train_for=lambda *at: every_epoch(*at).filter(lambda images, labels: False))
     model = compile_model(build_model(config, data.num_classes), config, data.num_classes)
     callbacks = core.build_callbacks(config, plan, 0.01, verbose=0)
     with pytest.raises(DataError, match="^epoch 1 had no training batch: no training image could be decoded"):

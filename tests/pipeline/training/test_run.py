@@ -23,10 +23,17 @@ def test_the_summary_puts_the_runs_errors_beside_the_papers():
     ]
 
 
-def test_ten_crop_errors_and_the_best_epoch_get_lines_of_their_own():
+def test_ten_crop_errors_and_the_best_epoch_get_lines_of_their_own(tmp_path):
     metrics = {**METRICS, "val_10crop_top1_error": 0.375, "val_10crop_top5_error": 0.125, "skipped_images": 3,
                "best_epoch": 1, "best_monitor": "val_top1_error", "best_value": 0.4375}
-    lines = training_run._summary(metrics, pathlib.Path("runs/x")).splitlines()
+    best = tmp_path / "checkpoints" / "best.keras"
+    best.parent.mkdir()
+    best.write_bytes(b"the best model")
+    lines = training_run._summary(metrics, tmp_path).splitlines()
     assert "  this run, 10 crops (validation)         37.50%       12.50%          62.50%" in lines
-    assert "  3 undecodable image files skipped (named in the warnings above)" in lines
-    assert "Best epoch 1 of 2 by val_top1_error (0.4375): runs/x/checkpoints/best.keras" in lines
+    assert "  3 image files skipped (gone or undecodable, named in the warnings above)" in lines
+    assert f"Best epoch 1 of 2 by val_top1_error (0.4375): {best}" in lines
+    # Deleted by the user since: the summary does not point at nothing.
+    best.unlink()
+    lines = training_run._summary(metrics, tmp_path).splitlines()
+    assert f"Best epoch 1 of 2 by val_top1_error (0.4375): {best} is gone (deleted since it was written)" in lines

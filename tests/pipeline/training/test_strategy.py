@@ -6,6 +6,7 @@ subprocesses of their own.
 """
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,6 @@ from tests.helpers.processes import free_ports
 from tests.helpers.runs import (
     TINY,
     args,
-    backup_epoch,
     event_steps,
     project_env,
     scalars,
@@ -73,23 +73,6 @@ def test_default_strategy_on_one_cpu_and_batch_check():
         strategy.make_cluster(load_config([], TINY + ["train.strategy=mirrored", "train.devices=['/gpu:7']"]).train)
 
 
-@pytest.mark.slow
-def test_strategy_run_loop_matches_model_fit(tmp_path):
-    """The multi-worker loop, run on one device, gives model.fit's figures exactly."""
-    # steps_per_epoch: model.fit's end-of-data probe on a dataset of unknown
-    # length advances the dropout seed once more per epoch; with a fixed step
-    # count both loops draw the same masks.
-    extra = ["train.steps_per_epoch=3", "train.validation_steps=1", "export.keras=false", "export.saved_model=false"]
-    config = load_config([], TINY + extra)
-    by_fit = training_run.train(config, tmp_path / "fit", loop="fit")
-    by_loop = training_run.train(config, tmp_path / "loop", loop="custom")
-    for key in ("loss", "top1_error", "top5_error", "val_loss", "val_top1_error", "learning_rate"):
-        assert by_loop[key] == pytest.approx(by_fit[key], rel=1e-6), key
-    assert by_loop["epochs"] == by_fit["epochs"] == 2
-    for run in ("fit", "loop"):
-        assert len(scalars(tmp_path / run / "logs" / "validation", "epoch_top5_error")) == 2
-
-
 REPLICAS_SCRIPT = r"""
 import json, sys
 import tensorflow as tf
@@ -137,16 +120,25 @@ def test_two_logical_cpu_replicas_match_one_device(tmp_path):
     assert two["loss"] != pytest.approx(2.0794, abs=1e-3)  # it trained (ln 8 is chance)
 
 
-def _launch_workers(tmp_path, run_dir, overrides):
-    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+def _launch_workers(tmp_path, run_dir, overrides, indices=(0, 1), hosts=None, extra=None):
+    """Starts workers `indices` of a two-worker cluster on 127.0.0.1 (new ports unless `hosts`), output in log files.
+
+    `extra` maps a worker's index to more --set overrides (a worker started with another config).
+    """
+    hosts = hosts or ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
     procs = []
-    for index in (0, 1):
+    for index in indices:
         log = open(tmp_path / f"worker{index}-{time.monotonic_ns()}.log", "w+")
         cmd = [sys.executable, "-m", "pipeline.train", "--worker-hosts", hosts, "--task-index", str(index)]
-        cmd += args(run_dir, *overrides)
+        cmd += args(run_dir, *overrides, *(extra or {}).get(index, []))
         procs.append((subprocess.Popen(cmd, env=subprocess_env(tmp_path), cwd=tmp_path, stdout=log,
                                        stderr=subprocess.STDOUT, text=True), log))
     return procs
+
+
+def _output(log):
+    log.seek(0)
+    return log.read()
 
 
 def _finish(procs, timeout=300):
@@ -154,8 +146,7 @@ def _finish(procs, timeout=300):
     try:
         for proc, log in procs:
             proc.wait(timeout=timeout)
-            log.seek(0)
-            outputs.append((proc.returncode, log.read()))
+            outputs.append((proc.returncode, _output(log)))
     finally:
         for proc, _ in procs:
             if proc.poll() is None:
@@ -163,10 +154,70 @@ def _finish(procs, timeout=300):
     return outputs
 
 
+def _last_line(text):
+    return text.strip().splitlines()[-1]
+
+
+def _wait_for(condition, procs, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if any(proc.poll() is not None for proc, _ in procs):
+            raise AssertionError("a worker ended first:\n" + "\n".join(_output(log)[-2000:] for _, log in procs))
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_chief_alone_says_what_it_waits_for_gives_up_in_one_line_and_answers_ctrl_c(tmp_path):
+    run_dir = tmp_path / "runs" / "alone"
+    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    worker1 = hosts.split(",")[1]
+    [(code, text)] = _finish(_launch_workers(tmp_path, run_dir, ["train.cluster_timeout=2"], indices=(0,), hosts=hosts))
+    assert code == 1, text[-3000:]
+    assert f"waiting for worker 1 of 2 at {worker1}" in text
+    assert _last_line(text) == (f"error: worker 1 of 2 ({worker1}) did not join within 2 s (train.cluster_timeout): "
+                                "start it with the same command and --task-index 1, or raise train.cluster_timeout")
+    assert "Traceback" not in text and not run_dir.exists()
+
+    # Ctrl-C while it waits (for as long as it would: ten minutes).
+    [(proc, log)] = _launch_workers(tmp_path, run_dir, [], indices=(0,))
+    _wait_for(lambda: "waiting for worker 1 of 2" in _output(log), [(proc, log)], timeout=120)
+    proc.send_signal(signal.SIGINT)
+    [(code, text)] = _finish([(proc, log)], timeout=20)
+    assert code == 130 and "Traceback" not in text, text[-3000:]
+    assert not run_dir.exists()
+
+
+def test_a_busy_port_and_workers_with_other_configs_are_refused_in_one_line(tmp_path):
+    import socket
+
+    run_dir = tmp_path / "runs" / "refused"
+    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", int(hosts.split(",")[0].rsplit(":", 1)[1])))
+    taken.listen()
+    try:
+        [(code, text)] = _finish(_launch_workers(tmp_path, run_dir, [], indices=(0,), hosts=hosts))
+    finally:
+        taken.close()
+    assert code == 2, text[-3000:]
+    assert _last_line(text) == (f"error: {hosts.split(',')[0]} (worker 0 of 2) is in use by another process: stop "
+                                "that process, or give this worker another port in --worker-hosts")
+
+    outputs = _finish(_launch_workers(tmp_path, run_dir, ["train.epochs=3"],
+                                      extra={1: ["train.epochs=4", "train.optimizer.learning_rate=0.02"]}))
+    for code, text in outputs:
+        assert code == 2, text[-3000:]
+        assert _last_line(text) == ("error: worker 1's config differs from the chief's in train.epochs, "
+                                    "train.optimizer.learning_rate: give every worker the same config files and "
+                                    "--set options")
+    assert not run_dir.exists()
+
+
 @pytest.mark.slow
-def test_two_local_workers_split_a_folder_resume_after_a_kill_and_agree(tmp_path):
-    """Two worker processes on 127.0.0.1 train on a folder, each decoding its own share of the training images;
-    killed after the first backup, restarted, finished with the same weights."""
+def test_two_local_workers_stop_on_sigterm_together_survive_a_lost_peer_and_finish_alike(tmp_path):
+    """Two worker processes on 127.0.0.1 train on a folder, each decoding its own share of the training images.
+    SIGTERM to one stops both at the same step with a backup; restarted, one is killed and the other ends in
+    one line; restarted again, they finish with the same weights."""
     from tests.helpers.images import jpeg_bytes, write_tree
 
     root = tmp_path / "images"
@@ -176,30 +227,54 @@ def test_two_local_workers_split_a_folder_resume_after_a_kill_and_agree(tmp_path
     files.update({f"val/c{c}/{i}.jpg": jpeg_bytes(seed=100 + 10 * c + i) for c in (0, 1) for i in range(2)})
     write_tree(root, files)
     run_dir = tmp_path / "runs" / "mw"
-    overrides = [f"data.source=folder:{root}", "train.epochs=3", "train.batch_size=8", "train.verbose=2",
-                 "export.keras=false"]
-    procs = _launch_workers(tmp_path, run_dir, overrides)
-    deadline = time.monotonic() + 240
-    while backup_epoch(run_dir) < 1 and time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
-        time.sleep(0.05)
-    for proc, _ in procs:
-        proc.send_signal(signal.SIGKILL)
-    first = _finish(procs)
-    resumed_from = backup_epoch(run_dir)
-    assert 1 <= resumed_from < 3, first[0][1][-3000:]
+    overrides = [f"data.source=folder:{root}", "train.epochs=4", "train.batch_size=4", "train.verbose=2",
+                 "export.keras=false", "train.backup_every_steps=2"]
 
-    # The same command again on both (new ports: the old ones may linger).
+    def position():
+        try:
+            state = json.loads((run_dir / "backup" / "state.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return (0, 0)
+        return (state["epoch"], state["step"])
+
+    # 1. SIGTERM to worker 1 once the chief has backed up a step: both stop at one step, with a backup there.
+    procs = _launch_workers(tmp_path, run_dir, overrides)
+    _wait_for(lambda: position() >= (0, 2), procs)
+    procs[1][0].send_signal(signal.SIGTERM)
+    (chief_code, chief), (other_code, other) = _finish(procs)
+    assert (chief_code, other_code) == (143, 143), chief[-3000:] + other[-3000:]
+    stopped = position()
+    where = _last_line(chief)
+    assert where.startswith("stopped by SIGTERM at ") and where == _last_line(other), (where, _last_line(other))
+    assert where.endswith("; backed up: run the same command to resume")
+    if stopped[1]:
+        assert f"epoch {stopped[0] + 1} of 4, step {stopped[1]} of 7;" in where
+    assert "SIGTERM received" in other and "Traceback" not in chief + other
+
+    # 2. The same commands resume there; worker 1 is killed once the run has moved on: the chief ends in one line.
+    procs = _launch_workers(tmp_path, run_dir, overrides)
+    _wait_for(lambda: position() > stopped, procs)
+    procs[1][0].send_signal(signal.SIGKILL)
+    (chief_code, chief), _ = _finish(procs)
+    assert chief_code == 1, chief[-3000:]
+    resumed = f"Resuming the unfinished run in {run_dir} from epoch {stopped[0] + 1} of 4"
+    assert resumed in chief
+    assert re.fullmatch(r"error: worker 1 of 2 \(127\.0\.0\.1:\d+\) was lost at epoch \d of 4, step \d+ of 7 "
+                        r"\(\w+Error: .*\); the chief's last backup is kept: start every worker again with the same "
+                        r"command to resume", _last_line(chief)), _last_line(chief)
+    assert "Traceback" not in chief
+
+    # 3. The same commands again: they finish, with the same weights.
     outputs = _finish(_launch_workers(tmp_path, run_dir, overrides))
     for code, text in outputs:
         assert code == 0, text[-3000:]
     chief, other = (text for _, text in outputs)
-    assert f"Resuming the unfinished run in {run_dir} from epoch {resumed_from + 1} of 3" in chief
     assert "2 replicas on 2 workers" in chief
     assert "Worker 0 reads 13 of the 26 training images each epoch" in chief
     assert "Worker 1 reads 13 of the 26 training images each epoch" in other
-    # Only the worker whose share holds the empty file reads it (once a session: the data is cached).
+    # Only the worker whose share holds the empty file reads it.
     assert "skipping undecodable image" not in chief
-    assert other.count("skipping undecodable image") == 1 and str(root / "train" / "c0" / "03.jpg") in other
+    assert str(root / "train" / "c0" / "03.jpg") in other
     digests = [line.split("final weights ")[1].strip() for text in (chief, other)
                for line in text.splitlines() if "final weights" in line]
     assert len(digests) == 2 and digests[0] == digests[1]
@@ -207,8 +282,5 @@ def test_two_local_workers_split_a_folder_resume_after_a_kill_and_agree(tmp_path
     for name in ("config.yaml", "labels.txt", "metrics.json", "history.csv", "saved_model/saved_model.pb"):
         assert (run_dir / name).exists(), name
     assert not (run_dir / "backup").exists()
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
-    assert sorted(set(event_steps(run_dir / "logs" / "train", "epoch_loss"))) == [0, 1, 2]
-    # Worker 1 wrote only into a temporary directory, removed at its end; only
-    # the killed first attempt's is left (SIGKILL leaves no time to clean up).
-    assert len([p for p in (tmp_path / "tmp").iterdir() if "worker1" in p.name]) <= 1
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
+    assert event_steps(run_dir / "logs" / "train", "epoch_loss") == [0, 1, 2, 3]
