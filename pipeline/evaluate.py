@@ -9,6 +9,9 @@ Rebuilds the split from the run's config.yaml, loads its model.keras, streams
 the images through it batch by batch (memory does not grow with the split),
 prints the errors beside the paper's, and writes them to
 <run>/eval_<split>_<crops>.json and to TensorBoard under <run>/logs/eval.
+Data whose class names differ from the run's is refused; when the split's
+files are not those the run recorded (data_identity.json), a note says how
+many it did not see and how many it saw are gone.
 
 It also draws the pictures of `pipeline.evaluation.pictures` (conv1's kernels, top-5
 predictions, nearest training images in fc7 space, per-class error, the

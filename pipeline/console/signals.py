@@ -99,7 +99,10 @@ class StopAtStep:
                   "(send it again to stop at once)")
 
     def __enter__(self):
-        self._handlers = handlers({signum: self._handle for signum in STOP_SIGNALS})
+        # A signal the process was started to ignore (a shell's background job ignores SIGINT) stays ignored.
+        heard = [signum for signum in STOP_SIGNALS
+                 if not _in_main_thread() or signal.getsignal(signum) is not signal.SIG_IGN]
+        self._handlers = handlers({signum: self._handle for signum in heard})
         self._handlers.__enter__()
         return self
 

@@ -35,9 +35,9 @@ from pipeline.errors import ConfigError
 class Datasets:
     """Batched pipelines ready for training.
 
-    `train_for(epoch, first=0, repeat=False)` gives epoch `epoch`'s training
-    batches from its `first` example on (`train_pipeline`); `train` is the
-    first epoch's.
+    `train_for(epoch, first=0, repeat=False, count=None)` gives epoch
+    `epoch`'s training batches from its `first` example on (`train_pipeline`);
+    `train` is the first epoch's.
     """
 
     train_for: object
@@ -154,9 +154,9 @@ def train_pipeline(examples, data_config, batch_size, seed, size=None, shuffled=
                    example_bytes=None, records=None):
     """Unbatched (image, label) -> each epoch's shuffled, augmented, batched, prefetched uint8 [N, S, S, 3] and labels.
 
-    Returns a function `train_for(epoch, first=0, repeat=False)`: the
-    dataset of epoch `epoch` (a pass over the examples, or with `repeat`
-    an endless stream of passes) from its `first` example on. Its order and
+    Returns a function `train_for(epoch, first=0, repeat=False, count=None)`:
+    the dataset of epoch `epoch` (a pass over the examples, or with `repeat`
+    a stream of passes, `count` examples long) from its `first` example on. Its order and
     every image's augmentation are functions of `seed` and the epoch alone
     (`epoch_seed`), so a run resumed at step S of epoch E (first = S x
     batch) reads what an uninterrupted run reads from there on. The examples
@@ -216,6 +216,11 @@ def train_pipeline(examples, data_config, batch_size, seed, size=None, shuffled=
         dataset = dataset.shuffle(buffer, seed=epoch_seed_, reshuffle_each_iteration=True)
         return (dataset.repeat() if repeat else dataset).skip(first)
 
+    def counted(dataset, count):
+        # An epoch of a repeated stream ends with its last example: its iterator is done when the loop lets go
+        # of it (deleting one that still works ahead stalled the next epoch for seconds).
+        return dataset if count is None else dataset.take(count)
+
     if _nothing_random(augment):
         # Nothing random: transform once, then cache the model-ready images.
         # In order: nothing else would vary between two runs with one seed.
@@ -227,8 +232,8 @@ def train_pipeline(examples, data_config, batch_size, seed, size=None, shuffled=
         ready = ready.ignore_errors(log_warning=True)  # see _per_image_views
         ready = ready.cache() if cache else ready
 
-        def ready_for(epoch, first=0, repeat=False):
-            dataset = shuffled_from(ready, epoch_seed(seed, epoch), first, repeat)
+        def ready_for(epoch, first=0, repeat=False, count=None):
+            dataset = counted(shuffled_from(ready, epoch_seed(seed, epoch), first, repeat), count)
             return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
         return ready_for
@@ -239,12 +244,13 @@ def train_pipeline(examples, data_config, batch_size, seed, size=None, shuffled=
     cached = examples(seed).cache() if cache else None
     probe = cached if cached is not None else examples(seed)
 
-    def train_for(epoch, first=0, repeat=False):
+    def train_for(epoch, first=0, repeat=False, count=None):
         this = epoch_seed(seed, epoch)
         if cached is not None or not shuffled:
             dataset = shuffled_from(cached if cached is not None else examples(this), this, first, repeat)
         else:
             dataset = examples(this, first, repeat)
+        dataset = counted(dataset, count)
         if layout is not None:
             def views(serialized, keys):
                 offsets = batch_augment.offsets(keys, layout.side)

@@ -79,6 +79,7 @@ class RunBackup(keras.callbacks.Callback):
         self._step_in_epoch = 0
         self._steps_since_save = 0
         self._session_start = None
+        self._session_end = None
         self._metrics = None  # a mid-epoch backup's running metrics, put back when its epoch begins again
         self.restored = None  # the state this session resumed from (None: a fresh run)
 
@@ -118,6 +119,7 @@ class RunBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._session_start = time.perf_counter()
+        self._session_end = None
         state = self.read_state()
         if state is None:
             return
@@ -167,9 +169,13 @@ class RunBackup(keras.callbacks.Callback):
         }
 
     def train_seconds(self):
-        """Training time of all sessions so far, in seconds."""
-        now = time.perf_counter()
+        """Training time of all sessions so far, in seconds (up to the end of training, once it has ended)."""
+        now = self._session_end or time.perf_counter()
         return self.prior_seconds + (now - self._session_start if self._session_start else 0.0)
+
+    def on_train_end(self, logs=None):
+        # What follows (letting go of the input pipelines, exports) is not training time.
+        self._session_end = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self._step_in_epoch = batch + 1

@@ -11,6 +11,7 @@ made here reaches all of them:
 """
 
 import dataclasses
+import functools
 import math
 
 from pipeline.training.loop import Position, TrainingLoop
@@ -43,6 +44,18 @@ class EpochPlan:
     repeated: bool
     exact: bool = True
     element_spec: object = None
+
+    def train_stream(self, epoch, first_step, epochs):
+        """The batches of epochs `epoch` (from `first_step`) to `epochs` - 1 in one dataset, each batch carrying its
+        epoch as a third component: the training loop reads a session through one iterator (`loop._Passes`)."""
+        parts = [_marked(self.train_for(e, first_step if e == epoch else 0), e) for e in range(epoch, epochs)]
+        return functools.reduce(lambda stream, part: stream.concatenate(part), parts)
+
+    def validation_stream(self, passes):
+        """`passes` passes over `validation` in one dataset, each batch carrying the index of its pass."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.range(passes).flat_map(lambda index: _marked(self.validation, index))
 
 
 def plan_epochs(train_config, data, cluster, in_memory=False):
@@ -79,12 +92,21 @@ def plan_epochs(train_config, data, cluster, in_memory=False):
     steps = train_config.steps_per_epoch or math.ceil(data.train_size / batch)
 
     def train_for(epoch, first_step=0):
-        dataset = data.train_for(epoch, first_step * per_step, repeat=repeated)
+        # A repeated stream is cut to the epoch's steps, so that the epoch's iterator ends with its last batch.
+        count = (steps - first_step) * per_step if repeated else None
+        dataset = data.train_for(epoch, first_step * per_step, repeat=repeated, count=count)
         return _shard_policy(dataset, policy) if policy is not None else dataset
 
     images = steps * batch if repeated else data.train_size
     return EpochPlan(train_for, validation_ds, steps, images, repeated, exact=repeated or in_memory,
                      element_spec=data.validation.element_spec)
+
+
+def _marked(dataset, index):
+    """Batches (images, labels) -> (images, labels, `index` a label): the pass each batch belongs to."""
+    import tensorflow as tf
+
+    return dataset.map(lambda images, labels: (images, labels, tf.fill(tf.shape(labels)[:1], tf.cast(index, tf.int64))))
 
 
 def _shard_policy(dataset, kind):

@@ -149,25 +149,24 @@ class TrainingLoop:
         if self._train_function is None:
             self._functions()
         callbacks.set_params({"epochs": epochs, "steps": plan.steps_per_epoch, "verbose": 0})
-        keras_private.build_metrics(model, plan.element_spec)
+        with self.strategy.scope():
+            keras_private.build_metrics(model, plan.element_spec)
         model.stop_training = False
         callbacks.on_train_begin()
         if on_train_begin is not None:
             on_train_begin()
         start = (start() if callable(start) else start) or Position()
-        val_dist = (self.strategy.experimental_distribute_dataset(plan.validation)
-                    if plan.validation is not None else None)  # fmt: skip
+        # One iterator a session for the training batches, one for the validation's (`_Passes`).
+        more = start.epoch < epochs  # else a run resumed with every epoch trained: nothing to read
+        training = _Passes(self.strategy, plan.train_stream(start.epoch, start.step, epochs)) if more else None
+        validation = (_Passes(self.strategy, plan.validation_stream(epochs - start.epoch))
+                      if more and plan.validation is not None else None)  # fmt: skip
         epoch_logs = None
         for epoch in range(start.epoch, epochs):
             first = start.step if epoch == start.epoch else 0
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch, {"first_step": first})
-            iterator = iter(self.strategy.experimental_distribute_dataset(plan.train_for(epoch, first)))
-            for step in range(first, plan.steps_per_epoch):
-                try:
-                    batch = next(iterator)
-                except (StopIteration, tf.errors.OutOfRangeError):
-                    break
+            for step, batch in zip(range(first, plan.steps_per_epoch), training.batches(epoch)):
                 callbacks.on_train_batch_begin(step)
                 logs, flags = self._train_function(batch, tf.constant(self._flags(stop)))
                 callbacks.on_train_batch_end(step, logs)
@@ -176,11 +175,11 @@ class TrainingLoop:
                     self._stop(signum, Position(epoch, step + 1), on_stop, epochs)
                 if model.stop_training:
                     break
-            del iterator
             # Read in cross-replica context, the metrics aggregate over all replicas of all workers.
             epoch_logs = {name: float(value) for name, value in model.get_metrics_result().items()}
-            if val_dist is not None:
-                epoch_logs.update({f"val_{name}": value for name, value in self._validate(val_dist).items()})
+            if validation is not None:
+                epoch_logs.update({f"val_{name}": value
+                                   for name, value in self._validate(validation, epoch - start.epoch).items()})
             callbacks.on_epoch_end(epoch, epoch_logs)
             # A signal during validation or the epoch's callbacks: the epoch's backup is written; stop here.
             signum = self._agreed_signal(self._agree_function(tf.constant(self._flags(stop))))
@@ -193,11 +192,11 @@ class TrainingLoop:
         callbacks.on_train_end(epoch_logs)
         return model.history
 
-    def _validate(self, val_dist):
+    def _validate(self, validation, index):
         model, callbacks = self.model, self.callbacks
         model.reset_metrics()
         callbacks.on_test_begin()
-        for step, batch in enumerate(val_dist):
+        for step, batch in enumerate(validation.batches(index)):
             callbacks.on_test_batch_begin(step)
             callbacks.on_test_batch_end(step, self._test_function(batch))
         logs = {name: float(value) for name, value in model.get_metrics_result().items()}
@@ -211,3 +210,55 @@ class TrainingLoop:
         if on_stop is None and position.step:
             raise Stopped(signum, f"stopped by {signal_name(signum)} at {where}")
         raise Stopped(signum, f"stopped by {signal_name(signum)} at {where}; backed up: run the same command to resume")
+
+
+class _Passes:
+    """The batches of consecutive passes (epochs, validations) from one iterator; each batch carries its pass.
+
+    Deleting a tf.data iterator stalls until its autotuning thread next wakes
+    (TF 2.21: seconds, more the longer the iterator lived: 8 s after 33 s),
+    which an iterator a pass would pay at every pass. So each session reads
+    all of its passes through one iterator, of a dataset whose batches carry
+    the index of their pass as a last component (`EpochPlan.train_stream`,
+    `validation_stream`): a pass ends at the first batch of the next one,
+    which is kept for it, or at the end of the data.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` that distributes the batches.
+        dataset: batches (images, labels, pass index a label).
+    """
+
+    def __init__(self, strategy, dataset):
+        self._strategy = strategy
+        self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        self._held = None  # the next pass's first batch, read as the last one ended
+
+    def _pass_of(self, marks):
+        """The pass of a batch; None when this worker's replicas hold none of its examples."""
+        for local in self._strategy.experimental_local_results(marks):
+            if local.shape[0]:
+                return int(local[0])
+        return None
+
+    def batches(self, index):
+        """The batches (images, labels) of pass `index`, up to the next pass's first batch or the data's end."""
+        import tensorflow as tf
+
+        while True:
+            if self._held is not None:
+                element, self._held = self._held, None
+            else:
+                try:
+                    element = next(self._iterator)
+                except (StopIteration, tf.errors.OutOfRangeError):
+                    return
+            found = self._pass_of(element[-1])
+            if found is None:
+                # Workers that read data of their own split each of their batches between the cluster's
+                # replicas; the last one of a pass, smaller than that, leaves an empty piece behind it, on
+                # every worker alike. No step trains on nothing.
+                continue
+            if found != index:
+                self._held = element
+                return
+            yield element[:-1]

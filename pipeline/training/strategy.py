@@ -112,7 +112,9 @@ class Cluster:
                 named = [1 - self.task_index]
             lost = ", ".join(self.worker_name(i) for i in named) or "another worker"
             where = f" at {position()}" if position is not None else ""
-            detail = (exc.message or type(exc).__name__).strip().splitlines()[0]
+            lines = [line.strip() for line in (exc.message or "").splitlines() if line.strip()]
+            # TensorFlow's first line is "Graph execution error:"; the line that says what happened names the peer.
+            detail = next((line for line in lines if _PEER_GONE.search(line)), lines[0] if lines else "")
             raise RunFailed(
                 f"{lost} was lost{where} ({type(exc).__name__}: {detail[:200]}); the chief's last backup is kept: "
                 "start every worker again with the same command to resume"
