@@ -15,7 +15,6 @@ import pytest
 from pipeline import train
 from pipeline.config import load_config
 from pipeline.data.pipelines import build_datasets
-from pipeline.training import run as training_run
 from pipeline.training.strategy import make_cluster
 from tuning.hypermodel import AlexNetHyperModel
 

@@ -1,6 +1,7 @@
 """Tiny training configs, run directories, subprocess environments and TensorBoard/backup readers for the tests."""
 
 import json
+import pathlib
 
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -88,6 +89,34 @@ def backup_epoch(run_dir):
         return json.loads((run_dir / "backup" / "state.json").read_text())["epoch"]
     except (FileNotFoundError, json.JSONDecodeError):
         return 0
+
+
+class Killed(Exception):
+    """Stands for a kill -9 of a training run."""
+
+
+def killed_after_first_epoch(run_dir, *overrides):
+    """An unfinished TINY run (and `overrides`) killed right after its first epoch's backup, as a kill leaves it.
+
+    Returns:
+        The state of its backup (state.json).
+    """
+    import pytest
+
+    from pipeline.training import run as training_run
+    from pipeline.training.backup import RunBackup
+
+    real = RunBackup.on_epoch_end
+
+    def kill_after_first(self, epoch, logs=None):
+        real(self, epoch, logs)
+        raise Killed()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunBackup, "on_epoch_end", kill_after_first)
+        with pytest.raises(Killed):
+            training_run.train(load_config([], TINY + list(overrides)), run_dir)
+    return json.loads((pathlib.Path(run_dir) / "backup" / "state.json").read_text())
 
 
 def backed_up(backup_dir):

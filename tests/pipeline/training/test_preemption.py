@@ -11,7 +11,7 @@ from pipeline.training import callbacks as training_callbacks
 from pipeline.training import run as training_run
 from pipeline.training.backup import RunBackup
 from tests.helpers.processes import command, finish, start, wait_until
-from tests.helpers.runs import TINY, args, backup_epoch, event_steps
+from tests.helpers.runs import TINY, args, backup_epoch, event_steps, killed_after_first_epoch
 
 # 20 steps an epoch (320 images, batch 16), 3 epochs; one order of images whatever the threads do.
 LONGER = ["data.num_examples=320", "train.epochs=3", "data.deterministic=true", "export.saved_model=false"]
@@ -72,32 +72,13 @@ def test_an_epoch_logged_but_not_backed_up_is_not_logged_twice(tmp_path, monkeyp
         assert event_steps(run_dir / "logs" / run, tag) == [0, 1, 2], run
 
 
-class Killed(Exception):
-    """Stands for a kill -9 right after the first epoch's backup."""
-
-
-def _killed_after_first_epoch(run_dir, monkeypatch):
-    """An unfinished 2-epoch run with the backup of its first epoch, as a kill leaves it; returns the backup's state."""
-    real = RunBackup.on_epoch_end
-
-    def kill_after_first(self, epoch, logs=None):
-        real(self, epoch, logs)
-        raise Killed()
-
-    with monkeypatch.context() as patch:
-        patch.setattr(RunBackup, "on_epoch_end", kill_after_first)
-        with pytest.raises(Killed):
-            training_run.train(load_config([], TINY + NO_EXPORT), run_dir)
-    return json.loads((run_dir / "backup" / "state.json").read_text())
-
-
 NO_EXPORT = ["export.keras=false", "export.saved_model=false"]
 
 
 @pytest.mark.parametrize("damage", ["state.json cut short", "state.json empty", "weights cut short", "weights missing"])
-def test_a_damaged_backup_is_refused_in_one_line_naming_the_file(tmp_path, capsys, monkeypatch, damage):
+def test_a_damaged_backup_is_refused_in_one_line_naming_the_file(tmp_path, capsys, damage):
     run_dir = tmp_path / "run"
-    state = _killed_after_first_epoch(run_dir, monkeypatch)
+    state = killed_after_first_epoch(run_dir, *NO_EXPORT)
     backup = run_dir / "backup"
     named = backup / ("state.json" if damage.startswith("state.json") else state["weights"])
     if damage == "state.json cut short":

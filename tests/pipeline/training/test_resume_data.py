@@ -10,13 +10,9 @@ from pipeline.config import load_config
 from pipeline.training import run as training_run
 from pipeline.training.backup import RunBackup
 from tests.helpers.images import jpeg_bytes, write_tree
-from tests.helpers.runs import TINY, args
+from tests.helpers.runs import TINY, Killed, args, killed_after_first_epoch
 
 NO_EXPORT = ["export.keras=false", "export.saved_model=false"]
-
-
-class Killed(Exception):
-    """Stands for a kill -9 right after the first epoch's backup."""
 
 
 def _photos(root, classes=("blue", "green", "red"), per_class=6):
@@ -24,29 +20,15 @@ def _photos(root, classes=("blue", "green", "red"), per_class=6):
                       for i in range(per_class)})
 
 
-def _killed_after_first_epoch(run_dir, root, monkeypatch):
-    """An unfinished run on the folder `root`, killed after its first epoch's backup."""
-    real = RunBackup.on_epoch_end
-
-    def kill_after_first(self, epoch, logs=None):
-        real(self, epoch, logs)
-        raise Killed()
-
-    with monkeypatch.context() as patch:
-        patch.setattr(RunBackup, "on_epoch_end", kill_after_first)
-        with pytest.raises(Killed):
-            training_run.train(load_config([], TINY + NO_EXPORT + [f"data.source=folder:{root}"]), run_dir)
-
-
 def _snapshot(run_dir):
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("change", ["class added", "class renamed"])
-def test_a_resume_on_other_classes_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, change):
+def test_a_resume_on_other_classes_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys, change):
     root, run_dir = tmp_path / "photos", tmp_path / "run"
     _photos(root)
-    _killed_after_first_epoch(run_dir, root, monkeypatch)
+    killed_after_first_epoch(run_dir, *NO_EXPORT, f"data.source=folder:{root}")
     assert (run_dir / "labels.txt").read_text() == "blue\ngreen\nred\n"
     if change == "class added":
         write_tree(root, {f"yellow/{i}.jpg": jpeg_bytes(seed=90 + i) for i in range(6)})
@@ -64,11 +46,10 @@ def test_a_resume_on_other_classes_is_refused_in_one_line_and_writes_nothing(tmp
     assert _snapshot(run_dir) == before  # labels.txt, the data record, the backup: all as they were
 
 
-def test_files_added_and_removed_resume_with_one_line_each_and_the_record_stays_the_first(tmp_path, capsys,
-                                                                                         monkeypatch):
+def test_files_added_and_removed_resume_with_one_line_each_and_the_record_stays_the_first(tmp_path, capsys):
     root, run_dir = tmp_path / "photos", tmp_path / "run"
     _photos(root)
-    _killed_after_first_epoch(run_dir, root, monkeypatch)
+    killed_after_first_epoch(run_dir, *NO_EXPORT, f"data.source=folder:{root}")
     record = (run_dir / "data_identity.json").read_bytes()
     recorded = json.loads(record)
     assert recorded["class_names"] == ["blue", "green", "red"]

@@ -17,7 +17,6 @@ import pytest
 from pipeline import train
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.training import run as training_run
 from pipeline.training import strategy
 from tests.helpers.processes import free_ports
 from tests.helpers.runs import (
@@ -25,7 +24,6 @@ from tests.helpers.runs import (
     args,
     event_steps,
     project_env,
-    scalars,
 )
 
 
