@@ -25,14 +25,16 @@ the metrics' global results. `on_epoch_begin` receives
 """
 
 import dataclasses
+import signal
 
 import numpy as np
 
 from model_defs import keras_private
 from pipeline.errors import Stopped, signal_name
 
-# The stop flag each replica contributes to the step's all-reduce: one slot per signal, summed over replicas.
-_FLAG_SIGNALS = ("SIGINT", "SIGTERM")
+# The stop flags each replica contributes to the step's all-reduce: one slot per signal, summed over replicas;
+# where both were received somewhere, SIGTERM (the scheduler's) wins.
+_FLAG_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,20 +108,13 @@ class TrainingLoop:
     @staticmethod
     def _flags(stop):
         signum = getattr(stop, "signum", None)
-        name = signal_name(signum) if signum is not None else None
-        return np.array([name == flag for flag in _FLAG_SIGNALS], np.int32)
+        return np.array([signum == flag for flag in _FLAG_SIGNALS], np.int32)
 
     @staticmethod
     def _agreed_signal(flags):
-        """The signal every worker stops for (SIGTERM before SIGINT), or None."""
-        import signal
-
-        flags = np.asarray(flags)
-        if flags[1] > 0:
-            return signal.SIGTERM
-        if flags[0] > 0:
-            return signal.SIGINT
-        return None
+        """The signal every worker stops for, or None."""
+        received = [flag for flag, count in zip(_FLAG_SIGNALS, np.asarray(flags)) if count > 0]
+        return received[-1] if received else None
 
     def run(self, epochs, start=None, stop=None, on_stop=None, on_train_begin=None):
         """Trains up to `epochs` epochs.
